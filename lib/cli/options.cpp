@@ -1,0 +1,84 @@
+#include "cli/options.hpp"
+
+#include <cstdlib>
+
+#include <sched.h>
+
+#include "tensor/error.hpp"
+
+namespace heads::cli {
+
+CLI::Option* add_model_option(CLI::App& app, std::string& model, const std::string& help) {
+    return app.add_option("-m,--model", model, help)->type_name("DIR");
+}
+
+CLI::Option* add_threads_option(CLI::App& app, int& threads) {
+    return app.add_option("-t,--threads", threads, "threads (default: all cores)")
+        ->type_name("N")
+        ->check(CLI::NonNegativeNumber);
+}
+
+CLI::Option* add_output_option(CLI::App& app, std::string& output) {
+    return app.add_option("-o,--output", output, "output file (default: stdout)")->type_name("FILE");
+}
+
+std::filesystem::path default_model_path() {
+    std::error_code error;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", error);
+    if (error) return {};
+    return (exe.parent_path() / ".." / "share" / "heads" / "models" / "kjv").lexically_normal();
+}
+
+std::filesystem::path find_model(const std::string& option) {
+    if (!option.empty()) {
+        if (!std::filesystem::exists(option)) throw Error("{}: no such model", option);
+        return option;
+    }
+    if (const char* env = std::getenv("HEADS_MODEL"); env && *env) {
+        if (!std::filesystem::exists(env)) throw Error("{}: no such model (from $HEADS_MODEL)", env);
+        return env;
+    }
+    const auto fallback = default_model_path();
+    if (fallback.empty() || !std::filesystem::exists(fallback))
+        throw Error("no model: give -m DIR or set HEADS_MODEL (the default model {} is not installed)",
+                    fallback.string());
+    return fallback;
+}
+
+int thread_count(int option) {
+    if (option > 0) return option;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    return 1;
+}
+
+LineReader::LineReader(std::vector<std::string> paths) : paths_(std::move(paths)) {
+    if (paths_.empty()) paths_.push_back("-");
+}
+
+bool LineReader::next(std::string_view& line) {
+    for (;;) {
+        if (!input_) {
+            if (next_path_ == paths_.size()) return false;
+            input_ = std::make_unique<InputStream>(paths_[next_path_++]);
+        }
+        if (input_->next_line(line)) return true;
+        if (next_path_ == paths_.size()) return false;  // keep the last input for where()
+        input_.reset();
+    }
+}
+
+std::string LineReader::where() const {
+    return input_ ? fmt::format("{}:{}", input_->name(), input_->line_number()) : std::string();
+}
+
+Output::Output(const std::string& path) {
+    if (!path.empty() && path != "-") file_.emplace(path);
+}
+
+void Output::commit() {
+    if (file_) file_->commit();
+}
+
+}  // namespace heads::cli

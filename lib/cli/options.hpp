@@ -1,0 +1,64 @@
+#pragma once
+// Options every program spells the same way (DESIGN.md) and what they resolve to.
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "io/input_stream.hpp"
+#include "io/output.hpp"
+
+namespace heads::cli {
+
+// -m, --model DIR
+CLI::Option* add_model_option(CLI::App& app, std::string& model,
+                              const std::string& help = "model directory (default: $HEADS_MODEL, else the "
+                                                        "installed default model)");
+// -t, --threads N (0, the default, means every core this process may use)
+CLI::Option* add_threads_option(CLI::App& app, int& threads);
+// -o, --output FILE ("-" is stdout)
+CLI::Option* add_output_option(CLI::App& app, std::string& output);
+
+// Where the default model is installed: <dir of the executable>/../share/heads/models/kjv.
+std::filesystem::path default_model_path();
+// The model to use: `option` (-m), else $HEADS_MODEL, else the default model.
+// Throws heads::Error when the chosen path does not exist, saying which
+// source chose it.
+std::filesystem::path find_model(const std::string& option);
+// The thread count to use for -t `option`.
+int thread_count(int option);
+
+// Lines from FILE arguments in order ("-" or no argument is stdin).
+class LineReader {
+public:
+    explicit LineReader(std::vector<std::string> paths);
+    // The next line without its '\n'; false after the last line of the last file.
+    bool next(std::string_view& line);
+    // "FILE:LINE" of the line returned last, for messages.
+    std::string where() const;
+
+private:
+    std::vector<std::string> paths_;
+    std::size_t next_path_ = 0;
+    std::unique_ptr<InputStream> input_;
+};
+
+// Output to a file given with -o (appears atomically at commit()), or stdout.
+class Output {
+public:
+    explicit Output(const std::string& path);  // "" or "-" is stdout
+    std::FILE* get() const { return file_ ? file_->get() : stdout; }
+    // Puts the file in place; does nothing for stdout (the edge checks it).
+    void commit();
+
+private:
+    std::optional<AtomicFile> file_;
+};
+
+}  // namespace heads::cli

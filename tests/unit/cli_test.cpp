@@ -1,0 +1,282 @@
+#include <doctest/doctest.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <system_error>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/ids.hpp"
+#include "cli/options.hpp"
+#include "cli/run.hpp"
+#include "temp_dir.hpp"
+#include "tensor/error.hpp"
+
+using namespace heads;
+using heads::test::TempDir;
+using heads::test::read_file;
+using heads::test::write_file;
+
+namespace {
+
+struct Outcome {
+    int status;
+    std::string out;
+    std::string err;
+};
+
+// Runs cli::run in a child process (it closes stdout), capturing its output.
+Outcome run_child(std::vector<std::string> args, const std::function<void()>& body, bool close_stdout_early = false) {
+    TempDir dir;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        std::freopen((dir / "err").c_str(), "w", stderr);
+        if (close_stdout_early) {
+            int fds[2];
+            if (::pipe(fds) != 0) std::_Exit(99);
+            ::close(fds[0]);  // nobody reads: writes fail with EPIPE
+            ::dup2(fds[1], STDOUT_FILENO);
+        } else {
+            std::freopen((dir / "out").c_str(), "w", stdout);
+        }
+        CLI::App app{"a test program", "prog"};
+        int number = 0;
+        app.add_option("-n", number, "a number")->check(CLI::PositiveNumber);
+        std::vector<char*> argv;
+        for (auto& arg : args) argv.push_back(arg.data());
+        const int status = cli::run(app, int(argv.size()), argv.data(), body);
+        std::fflush(stderr);
+        std::_Exit(status);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(dir / "out"),
+            read_file(dir / "err")};
+}
+
+std::vector<std::int32_t> ids_of(std::string_view line) {
+    std::vector<std::int32_t> ids;
+    cli::parse_ids(line, ids);
+    return ids;
+}
+
+std::string error_of(const std::function<void()>& call) {
+    try {
+        call();
+    } catch (const std::exception& error) {
+        return error.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("run: success, --help, --version") {
+    auto ok = run_child({"prog", "-n", "3"}, [] { std::fputs("hello\n", stdout); });
+    CHECK(ok.status == 0);
+    CHECK(ok.out == "hello\n");
+    CHECK(ok.err.empty());
+    auto help = run_child({"prog", "--help"}, [] { FAIL("body ran"); });
+    CHECK(help.status == 0);
+    CHECK(help.out.find("a test program") != std::string::npos);
+    auto version = run_child({"prog", "--version"}, [] {});
+    CHECK(version.status == 0);
+    CHECK(version.out.rfind("prog (heads) ", 0) == 0);
+}
+
+TEST_CASE("run: bad usage exits 2 with the usage line") {
+    auto bad = run_child({"prog", "--bogus"}, [] {});
+    CHECK(bad.status == 2);
+    CHECK(bad.err.rfind("prog: The following argument was not expected: --bogus\nUsage: prog [OPTIONS]\n", 0) == 0);
+    CHECK(bad.err.find("Try 'prog --help'") != std::string::npos);
+    auto value = run_child({"prog", "-n", "0"}, [] {});
+    CHECK(value.status == 2);
+    auto usage = run_child({"prog"}, [] { throw UsageError("give -n or -m, not both"); });
+    CHECK(usage.status == 2);
+    CHECK(usage.err.rfind("prog: give -n or -m, not both\nUsage:", 0) == 0);
+}
+
+TEST_CASE("run: an error is one line and exit 1") {
+    auto failed = run_child({"prog"}, [] { throw Error("in.txt:3: bad token id 'x'"); });
+    CHECK(failed.status == 1);
+    CHECK(failed.err == "prog: in.txt:3: bad token id 'x'\n");
+    auto other = run_child({"prog"}, [] { throw std::runtime_error("boom"); });
+    CHECK(other.status == 1);
+    CHECK(other.err == "prog: boom\n");
+}
+
+TEST_CASE("run: a closed pipe ends quietly with 0, other write errors are errors") {
+    auto piped = run_child({"prog"}, [] {
+        std::string line(1000, 'x');
+        for (int i = 0; i < 100000; ++i) heads::write_all(stdout, line);
+    }, true);
+    CHECK(piped.status == 0);
+    CHECK(piped.err.empty());
+    // Output that only fails at the final flush is still caught.
+    auto late = run_child({"prog"}, [] { std::fputs("short\n", stdout); }, true);
+    CHECK(late.status == 0);
+    CHECK(late.err.empty());
+    auto full = run_child({"prog"}, [] { throw std::system_error(ENOSPC, std::generic_category(), "write error"); });
+    CHECK(full.status == 1);
+    CHECK(full.err == "prog: write error: No space left on device\n");
+}
+
+TEST_CASE("run: a failed close of stdout is an error") {
+    if (!std::filesystem::exists("/dev/full")) return;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        std::freopen("/dev/full", "w", stdout);
+        std::freopen("/dev/null", "w", stderr);
+        CLI::App app{"", "prog"};
+        char name[] = "prog";
+        char* argv[] = {name};
+        std::_Exit(cli::run(app, 1, argv, [] { std::fputs("text\n", stdout); }));
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WEXITSTATUS(status) == 1);
+}
+
+TEST_CASE("parse_id is strict") {
+    CHECK(cli::parse_id("0") == 0);
+    CHECK(cli::parse_id("31999") == 31999);
+    CHECK(cli::parse_id("2147483647") == 2147483647);
+    for (const char* bad : {"x", "-3", "", "2147483648", "1.5", "+1", "12a", "0x10", " 1"})
+        CHECK_THROWS_WITH_AS(cli::parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
+    CHECK(error_of([] { cli::parse_id("1\r"); }) == "bad token id '1\\x0d'");
+    CHECK(error_of([] { cli::parse_id(std::string(40, '9')); }) == "bad token id '" + std::string(32, '9') + "...'");
+}
+
+TEST_CASE("parse_ids: spaces separate, an empty line is an empty sequence") {
+    CHECK(ids_of("1 2 3") == std::vector<std::int32_t>{1, 2, 3});
+    CHECK(ids_of("").empty());
+    CHECK(ids_of("   ").empty());
+    CHECK(ids_of(" 7  8\t9 ") == std::vector<std::int32_t>{7, 8, 9});
+    CHECK(error_of([] { ids_of("1 two 3"); }) == "bad token id 'two'");
+    CHECK(error_of([] { ids_of("1 -2"); }) == "bad token id '-2'");
+}
+
+TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
+    cli::IdStreamParser parser;
+    std::vector<std::int32_t> ids;
+    int lines = 0;
+    const auto on_id = [&](std::int32_t id) { ids.push_back(id); };
+    const auto on_line = [&] { ++lines; };
+    parser.feed("1", on_id, on_line);
+    CHECK(ids.empty());  // "1" may continue as "12"
+    parser.feed("2 3", on_id, on_line);
+    CHECK(ids == std::vector<std::int32_t>{12});
+    parser.feed("\n", on_id, on_line);
+    CHECK(ids == std::vector<std::int32_t>{12, 3});
+    CHECK(lines == 1);
+    CHECK(parser.line() == 2);
+    CHECK(!parser.finish(on_id));  // nothing after the last newline
+    parser.feed("4 5", on_id, on_line);
+    CHECK(parser.finish(on_id));
+    CHECK(ids == std::vector<std::int32_t>{12, 3, 4, 5});
+
+    // A huge garbage token fails early, without collecting it all.
+    cli::IdStreamParser long_one;
+    CHECK_THROWS_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), Error);
+
+    // Fed one byte at a time, the result is the same as whole.
+    const std::string text = "10 20 30\n\n5\n 6  7 \n8";
+    std::vector<std::vector<std::int32_t>> whole(1), split(1);
+    cli::IdStreamParser a, b;
+    a.feed(text, [&](std::int32_t id) { whole.back().push_back(id); }, [&] { whole.emplace_back(); });
+    a.finish([&](std::int32_t id) { whole.back().push_back(id); });
+    for (char c : text)
+        b.feed({&c, 1}, [&](std::int32_t id) { split.back().push_back(id); }, [&] { split.emplace_back(); });
+    b.finish([&](std::int32_t id) { split.back().push_back(id); });
+    CHECK(whole == split);
+    CHECK(whole.size() == 5);
+    CHECK(whole[1].empty());
+    CHECK(whole[4] == std::vector<std::int32_t>{8});
+}
+
+TEST_CASE("IdReader: FILE:LINE in every error, vocabulary range") {
+    TempDir dir;
+    write_file(dir / "a", "1 2\n\n3\n");
+    write_file(dir / "b", "4\n5 x 6\n");
+    cli::IdReader reader({(dir / "a").string(), (dir / "b").string()}, 100);
+    std::vector<std::int32_t> ids;
+    REQUIRE(reader.next(ids));
+    CHECK(ids == std::vector<std::int32_t>{1, 2});
+    REQUIRE(reader.next(ids));
+    CHECK(ids.empty());
+    REQUIRE(reader.next(ids));
+    REQUIRE(reader.next(ids));
+    CHECK(ids == std::vector<std::int32_t>{4});
+    CHECK(error_of([&] { reader.next(ids); }) == (dir / "b").string() + ":2: bad token id 'x'");
+
+    write_file(dir / "c", "1\n2 100\n");
+    cli::IdReader ranged({(dir / "c").string()}, 100);
+    ranged.next(ids);
+    CHECK(error_of([&] { ranged.next(ids); }) ==
+          (dir / "c").string() + ":2: token id 100 is out of range (vocabulary of 100)");
+    CHECK(error_of([&] { cli::IdReader({(dir / "none").string()}).next(ids); }) ==
+          (dir / "none").string() + ": No such file or directory");
+}
+
+TEST_CASE("LineReader: lines of several files, a last line without newline, long lines") {
+    TempDir dir;
+    const std::string huge(3'000'000, 'a');  // longer than one read
+    write_file(dir / "a", "one\ntwo");
+    write_file(dir / "b", huge + "\n\nlast\n");
+    cli::LineReader reader({(dir / "a").string(), (dir / "b").string()});
+    std::vector<std::string> lines;
+    std::string_view line;
+    while (reader.next(line)) lines.emplace_back(line);
+    REQUIRE(lines.size() == 5);
+    CHECK(lines[1] == "two");
+    CHECK(lines[2] == huge);
+    CHECK(lines[3].empty());
+    CHECK(lines[4] == "last");
+    CHECK(reader.where() == (dir / "b").string() + ":3");
+}
+
+TEST_CASE("model lookup: -m, then $HEADS_MODEL, then the default") {
+    TempDir dir;
+    std::filesystem::create_directory(dir / "m1");
+    std::filesystem::create_directory(dir / "m2");
+    ::unsetenv("HEADS_MODEL");
+    CHECK(cli::find_model((dir / "m1").string()) == dir / "m1");
+    CHECK(error_of([&] { cli::find_model((dir / "nope").string()); }) == (dir / "nope").string() + ": no such model");
+    ::setenv("HEADS_MODEL", (dir / "m2").c_str(), 1);
+    CHECK(cli::find_model("") == dir / "m2");
+    CHECK(cli::find_model((dir / "m1").string()) == dir / "m1");
+    ::setenv("HEADS_MODEL", (dir / "gone").c_str(), 1);
+    CHECK(error_of([] { cli::find_model(""); }).find("(from $HEADS_MODEL)") != std::string::npos);
+    ::unsetenv("HEADS_MODEL");
+    // This test binary has no default model beside it.
+    const auto fallback = cli::default_model_path();
+    CHECK(fallback.filename() == "kjv");
+    CHECK(fallback.parent_path().filename() == "models");
+    if (!std::filesystem::exists(fallback))
+        CHECK(error_of([] { cli::find_model(""); }).rfind("no model: give -m DIR or set HEADS_MODEL", 0) == 0);
+}
+
+TEST_CASE("threads: 0 means every core") {
+    CHECK(cli::thread_count(3) == 3);
+    CHECK(cli::thread_count(0) >= 1);
+}
+
+TEST_CASE("Output: a file appears whole at commit, or not at all") {
+    TempDir dir;
+    {
+        cli::Output out((dir / "o").string());
+        std::fputs("partial", out.get());
+        CHECK(!std::filesystem::exists(dir / "o"));
+        // destroyed without commit: an error happened
+    }
+    CHECK(std::filesystem::is_empty(dir.path()));
+    {
+        cli::Output out((dir / "o").string());
+        std::fputs("whole\n", out.get());
+        out.commit();
+    }
+    CHECK(read_file(dir / "o") == "whole\n");
+    CHECK(cli::Output("-").get() == stdout);
+    CHECK(cli::Output("").get() == stdout);
+}
