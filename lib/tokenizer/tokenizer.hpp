@@ -1,0 +1,69 @@
+#pragma once
+// A sentencepiece tokenizer (the tokenizer.model of a Llama model directory)
+// and what decoding needs to know of every piece, computed once at load.
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace heads {
+
+class Tokenizer {
+public:
+    // `path` is a model directory (its tokenizer.model) or a .model file.
+    // Throws heads::Error "PATH: reason" when missing or not a sentencepiece model.
+    explicit Tokenizer(const std::filesystem::path& path);
+    Tokenizer(Tokenizer&&) noexcept;
+    ~Tokenizer();
+
+    int vocab_size() const { return int(pieces_.size()); }
+    int bos_id() const { return bos_id_; }  // -1 when the model has none
+    int eos_id() const { return eos_id_; }  // -1 when the model has none
+
+    // The ids of `text`, exactly as spm_encode --output_format=id; `ids` is overwritten.
+    void encode(std::string_view text, std::vector<int>& ids) const;
+    // The pieces of `text`, as spm_encode --output_format=piece.
+    void encode_pieces(std::string_view text, std::vector<std::string>& pieces) const;
+    // A whole sequence as text, exactly as spm_decode (through StreamDecoder).
+    // Throws heads::Error for an id outside the vocabulary.
+    std::string decode(std::span<const int> ids) const;
+    // The piece of an id as stored ("▁the", "<0x0A>", "<s>").
+    const std::string& piece(int id) const;
+
+    // What decoding needs of a piece (see StreamDecoder).
+    struct PieceInfo {
+        enum class Kind : std::uint8_t { text, control, unknown, byte };
+        Kind kind = Kind::text;
+        bool leading_space = false;  // the piece starts with U+2581
+        std::uint8_t byte = 0;       // for byte pieces <0xNN>
+        std::string surface;         // U+2581 replaced by ' '
+    };
+    const PieceInfo& info(int id) const { return pieces_[std::size_t(id)]; }
+    // The model's decoding rules, read from how its processor decodes.
+    bool strips_leading_space() const { return strips_leading_space_; }
+    bool strips_every_leading_space() const { return strips_every_leading_space_; }
+    const std::string& unknown_surface() const { return unknown_surface_; }
+
+    // Throws heads::Error "token id ID is out of range (vocabulary of N)".
+    void check_id(int id) const;
+
+private:
+    std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+    std::vector<PieceInfo> pieces_;
+    std::vector<std::string> raw_pieces_;
+    int bos_id_ = -1;
+    int eos_id_ = -1;
+    bool strips_leading_space_ = true;
+    bool strips_every_leading_space_ = true;
+    std::string unknown_surface_;
+};
+
+}  // namespace heads
