@@ -1,0 +1,251 @@
+// The fast attention. Many queries: for each (KV head, block of queries),
+// the query heads sharing that KV head are stacked into one block of rows and
+// run against blocks of keys with oneDNN matmuls (S = Q·Kᵀ, then O += P·V)
+// and an online softmax, so memory is linear in the sequence length. A few
+// queries (decoding): one row of scores per query. Probes are fed by a
+// separate row pass, so asking for them never changes the output.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "attention/detail.hpp"
+#include "ops/matmul.hpp"
+
+namespace heads {
+
+using namespace attention_detail;
+
+namespace {
+
+constexpr std::int64_t kBlockQueries = 64;
+constexpr std::int64_t kBlockKeys = 128;
+constexpr std::int64_t kBlockThreshold = 8;  // fewer new queries: the row path
+constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+
+struct Scratch {
+    float* base;
+    std::int64_t per_thread;
+    float* of(int thread) const { return base + per_thread * thread; }
+};
+
+Scratch reserve(AttentionWorkspace& ws, std::int64_t per_thread, int threads) {
+    per_thread = (per_thread + 15) / 16 * 16;
+    return {ws.memory.reserve(std::size_t(per_thread * threads)), per_thread};
+}
+
+bool off(const AttentionArgs& a, std::int64_t h) { return !a.head_off.empty() && a.head_off[std::size_t(h)]; }
+
+// Rows of probabilities for the query heads of KV head g and query i, then the
+// output and/or the probe. `scores` holds [G, slots], `acc` [G, head_dim].
+void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
+                std::int64_t i, float* scores, float* acc) {
+    const KvHeadView& kv = a.kv[std::size_t(g)];
+    const std::int64_t base = kv.slots - a.n_new, hd = a.head_dim, slots = kv.slots;
+    const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
+    const std::int64_t n_group = groups.size(std::size_t(g));
+    const float scale = scale_of(a);
+    for (std::int64_t s = 0; s < slots; ++s) {
+        if (!visible(a, kv, base, s, i)) {
+            for (std::int64_t hi = 0; hi < n_group; ++hi) scores[hi * slots + s] = kMinusInf;
+            continue;
+        }
+        const float* k = kv.k + s * hd;
+        for (std::int64_t hi = 0; hi < n_group; ++hi) {
+            const float* q = a.q + i * a.q_stride + heads[hi] * hd;
+            float dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (std::int64_t d = 0; d < hd; ++d) dot += q[d] * k[d];
+            scores[hi * slots + s] = dot * scale;
+        }
+    }
+    for (std::int64_t hi = 0; hi < n_group; ++hi) {
+        float* row = scores + hi * slots;
+        const float top = slots ? *std::max_element(row, row + slots) : kMinusInf;
+        if (top == kMinusInf) {
+            std::fill(row, row + slots, 0.0f);
+            continue;
+        }
+        float total = 0;
+        for (std::int64_t s = 0; s < slots; ++s) {
+            row[s] = std::exp(row[s] - top);
+            total += row[s];
+        }
+        const float inverse = 1.0f / total;
+        for (std::int64_t s = 0; s < slots; ++s) row[s] *= inverse;
+        if (sink) sink->consume(heads[hi], g, i, row);
+    }
+    if (!write_output) return;
+    std::fill(acc, acc + n_group * hd, 0.0f);
+    for (std::int64_t s = 0; s < slots; ++s) {
+        const float* v = kv.v + s * hd;
+        for (std::int64_t hi = 0; hi < n_group; ++hi) {
+            const float p = scores[hi * slots + s];
+            if (p == 0) continue;
+            float* o = acc + hi * hd;
+#pragma omp simd
+            for (std::int64_t d = 0; d < hd; ++d) o[d] += p * v[d];
+        }
+    }
+    for (std::int64_t hi = 0; hi < n_group; ++hi) {
+        float* out = a.out + i * a.out_stride + heads[hi] * hd;
+        if (off(a, heads[hi]))
+            std::fill(out, out + hd, 0.0f);
+        else
+            std::copy(acc + hi * hd, acc + (hi + 1) * hd, out);
+    }
+}
+
+void attend_rows(const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws, const ProbeSink* sink,
+                 bool write_output) {
+    std::int64_t max_slots = 0;
+    for (const auto& kv : a.kv) max_slots = std::max(max_slots, kv.slots);
+    const std::int64_t n_group = groups.largest();
+    const int threads = omp_get_max_threads();
+    const Scratch scratch = reserve(ws, n_group * (max_slots + a.head_dim), threads);
+    const std::int64_t n_kv = std::int64_t(a.kv.size());
+    // Received mass is summed per KV head: then one thread owns each KV head.
+    const bool by_kv_head = sink && (a.probe.received || a.probe.received_recent);
+    const std::int64_t items = by_kv_head ? n_kv : n_kv * a.n_new;
+#pragma omp parallel for schedule(static) if (items > 1 && threads > 1)
+    for (std::int64_t item = 0; item < items; ++item) {
+        float* scores = scratch.of(omp_get_thread_num());
+        float* acc = scores + n_group * max_slots;
+        if (by_kv_head) {
+            for (std::int64_t i = 0; i < a.n_new; ++i) attend_row(a, groups, sink, write_output, item, i, scores, acc);
+        } else {
+            attend_row(a, groups, sink, write_output, item / a.n_new, item % a.n_new, scores, acc);
+        }
+    }
+}
+
+// One (KV head, query block) of the blocked path.
+struct BlockTask {
+    const AttentionArgs& a;
+    const Groups& groups;
+    const dnnl::matmul& qk;
+    const dnnl::matmul& pv;
+    dnnl::engine& engine;
+    dnnl::stream& stream;
+
+    void run(std::int64_t g, std::int64_t i0, std::int64_t nq, float* scratch) const {
+        const KvHeadView& kv = a.kv[std::size_t(g)];
+        const std::int64_t hd = a.head_dim, base = kv.slots - a.n_new;
+        const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
+        const std::int64_t n_group = groups.size(std::size_t(g)), rows = n_group * nq;
+        if (rows == 0) return;
+        float* q = scratch;                          // [rows, hd], row = hi*nq + i
+        float* s = q + kBlockQueries * groups.largest() * hd;   // [rows, kBlockKeys]
+        float* o = s + kBlockQueries * groups.largest() * kBlockKeys;  // [rows, hd]
+        float* m = o + kBlockQueries * groups.largest() * hd;   // [rows]
+        float* l = m + kBlockQueries * groups.largest();        // [rows]
+        const float scale = scale_of(a);
+        for (std::int64_t hi = 0; hi < n_group; ++hi)
+            for (std::int64_t i = 0; i < nq; ++i) {
+                const float* from = a.q + (i0 + i) * a.q_stride + heads[hi] * hd;
+                float* to = q + (hi * nq + i) * hd;
+                for (std::int64_t d = 0; d < hd; ++d) to[d] = from[d] * scale;
+            }
+        std::fill(o, o + rows * hd, 0.0f);
+        std::fill(m, m + rows, kMinusInf);
+        std::fill(l, l + rows, 0.0f);
+        // Causal without a mask: no query of this block sees a new token after its last one.
+        const std::int64_t key_end = a.mask ? kv.slots : base + i0 + nq;
+        for (std::int64_t k0 = 0; k0 < key_end; k0 += kBlockKeys) {
+            const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
+            gemm(qk, engine, stream, {s, kBlockKeys, q, hd, kv.k + k0 * hd, hd, rows, kn, hd, true, false});
+            bool all_visible = k0 + kn <= base && a.sliding_window == 0;
+            for (std::int64_t c = 0; all_visible && c < kn; ++c) all_visible = kv.pos[k0 + c] != -1;
+            for (std::int64_t r = 0; r < rows; ++r) {
+                float* row = s + r * kBlockKeys;
+                if (!all_visible) {
+                    const std::int64_t i = i0 + r % nq;
+                    for (std::int64_t c = 0; c < kn; ++c)
+                        if (!visible(a, kv, base, k0 + c, i)) row[c] = kMinusInf;
+                }
+                const float top = std::max(m[r], *std::max_element(row, row + kn));
+                if (top == kMinusInf) {
+                    std::fill(row, row + kn, 0.0f);
+                    continue;
+                }
+                const float correction = std::exp(m[r] - top);
+                float total = 0;
+                for (std::int64_t c = 0; c < kn; ++c) {
+                    row[c] = std::exp(row[c] - top);
+                    total += row[c];
+                }
+                l[r] = l[r] * correction + total;
+                m[r] = top;
+                if (correction != 1.0f) {
+                    float* out = o + r * hd;
+                    for (std::int64_t d = 0; d < hd; ++d) out[d] *= correction;
+                }
+            }
+            gemm(pv, engine, stream, {o, hd, s, kBlockKeys, kv.v + k0 * hd, hd, rows, hd, kn, false, true});
+        }
+        for (std::int64_t hi = 0; hi < n_group; ++hi)
+            for (std::int64_t i = 0; i < nq; ++i) {
+                const std::int64_t r = hi * nq + i;
+                float* out = a.out + (i0 + i) * a.out_stride + heads[hi] * hd;
+                const float inverse = l[r] > 0 && !off(a, heads[hi]) ? 1.0f / l[r] : 0.0f;
+                for (std::int64_t d = 0; d < hd; ++d) out[d] = o[r * hd + d] * inverse;
+            }
+    }
+};
+
+void attend_blocks(Context& ctx, const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws) {
+    const std::int64_t n_group = groups.largest(), hd = a.head_dim;
+    const std::int64_t rows = kBlockQueries * n_group;
+    const int threads = omp_get_max_threads();
+    const Scratch scratch = reserve(ws, rows * (2 * hd + kBlockKeys + 2), threads);
+    const BlockTask task{a, groups, ctx.gemm_primitive(true, false), ctx.gemm_primitive(false, true), ctx.engine(),
+                         ctx.stream()};
+    const std::int64_t blocks = (a.n_new + kBlockQueries - 1) / kBlockQueries;
+    const std::int64_t items = std::int64_t(a.kv.size()) * blocks;
+    std::atomic<bool> failed = false;
+    std::string failure;
+#pragma omp parallel for schedule(dynamic) if (threads > 1)
+    for (std::int64_t item = 0; item < items; ++item) {
+        // Later query blocks see more keys: hand them out first.
+        const std::int64_t g = item % std::int64_t(a.kv.size()), block = blocks - 1 - item / std::int64_t(a.kv.size());
+        const std::int64_t i0 = block * kBlockQueries;
+        try {
+            if (!failed) task.run(g, i0, std::min(kBlockQueries, a.n_new - i0), scratch.of(omp_get_thread_num()));
+        } catch (const std::exception& error) {
+#pragma omp critical(heads_attention_failure)
+            if (!failed.exchange(true)) failure = error.what();
+        }
+    }
+    if (failed) throw std::runtime_error(failure);
+}
+
+void check(const AttentionArgs& a) {
+    if (a.positions.size() != std::size_t(a.n_new)) throw std::invalid_argument("attention: one position per new query");
+    if (!a.head_off.empty() && a.head_off.size() != a.kv_head_of.size())
+        throw std::invalid_argument("attention: head mask size differs from the number of heads");
+    for (const auto& kv : a.kv)
+        if (kv.slots < a.n_new) throw std::invalid_argument("attention: a KV head lacks the new tokens' slots");
+}
+
+}  // namespace
+
+void attention(Context& ctx, AttentionWorkspace& ws, const AttentionArgs& a) {
+    if (a.n_new == 0 || a.kv_head_of.empty()) return;
+    check(a);
+    Groups& groups = ws.groups;
+    groups.build(a);
+    if (a.n_new >= kBlockThreshold)
+        attend_blocks(ctx, a, groups, ws);
+    else
+        attend_rows(a, groups, ws, nullptr, true);
+    if (a.probe.wanted()) {
+        const ProbeSink sink(a);
+        attend_rows(a, groups, ws, &sink, false);
+    }
+}
+
+}  // namespace heads

@@ -1,0 +1,102 @@
+#pragma once
+// Attention of new query tokens over per-head KV caches.
+//
+// Each KV head has its own slots (their number may differ between heads: a
+// compressed cache is ragged). The new tokens' keys and values have already
+// been appended: they are the last n_new slots of every head. Visibility:
+//   - a slot from before this step is seen by every new query, except that a
+//     sliding window hides slots at a position <= query position - window
+//     (unused slots, position -1, are never seen; other negative positions
+//     mark synthetic slots, always seen);
+//   - new token j is seen by new query i when mask[i, j] (causal j <= i when
+//     there is no mask: a tree or Jacobi mask makes speculative verification
+//     one forward pass).
+// Query head h reads KV head kv_head_of[h], so MHA, GQA, MQA and pruned
+// layouts are one case, and no KV head is copied per query head.
+//
+// attention() is the fast path (oneDNN block matmuls with an online softmax
+// for many queries; a row at a time for a few); attention_reference() is the
+// plain oracle with the same signature, kept for tests.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ops/buffer.hpp"
+#include "ops/context.hpp"
+
+namespace heads {
+
+struct KvHeadView {
+    const float* k;            // [slots, head_dim], RoPE applied
+    const float* v;            // [slots, head_dim]
+    const std::int32_t* pos;   // [slots]
+    std::int64_t slots;        // in use; the last n_new are this step's tokens
+};
+
+// Per-head sums of the attention statistics of the head table, over queries.
+// A query at position p with token t (tokens by position given in the probe):
+//   entropy     -sum p ln p over the slots it sees (nats)
+//   sink        mass on the slot at position 0
+//   prev_token  mass on the slot at position p - 1
+//   echo        mass on earlier slots whose token is t
+//   induction   mass on slots right after an earlier t (position j + 1 < p, token[j] = t)
+// entropy, sink and prev_token count queries at position >= 1; echo and
+// induction count queries whose token occurred before (for induction: at a
+// position j with j + 1 < p), whether or not the head can see the target.
+struct HeadStatSums {
+    double entropy = 0, sink = 0, prev_token = 0, echo = 0, induction = 0;
+    std::int64_t queries = 0, echo_queries = 0, induction_queries = 0;
+};
+
+// What the caller wants besides the output; every member optional.
+struct AttentionProbe {
+    float* probs = nullptr;               // [n_heads, n_new, key_stride]: probabilities by slot, 0 where unseen
+    std::int64_t key_stride = 0;
+    float* received = nullptr;            // [n_kv_heads, slot_stride] += probability summed over queries and the query heads of the KV head
+    float* received_recent = nullptr;     // the same over the last `recent_queries` queries only
+    std::int64_t slot_stride = 0;
+    std::int64_t recent_queries = 32;
+    HeadStatSums* stats = nullptr;        // [n_heads], added to
+    std::span<const std::int32_t> tokens; // token at each position, for echo and induction
+    bool wanted() const { return probs || received || received_recent || stats; }
+};
+
+struct AttentionArgs {
+    float* out = nullptr;                      // head h of query i at out + i*out_stride + h*head_dim
+    std::int64_t out_stride = 0;
+    const float* q = nullptr;                  // the same addressing; RoPE applied
+    std::int64_t q_stride = 0;
+    std::int64_t n_new = 0;
+    std::int64_t head_dim = 0;
+    std::span<const std::int32_t> kv_head_of;  // [n_heads]
+    std::span<const KvHeadView> kv;            // [n_kv_heads]
+    std::span<const std::int32_t> positions;   // [n_new] query positions
+    const std::uint8_t* mask = nullptr;        // [n_new, n_new] or null (causal)
+    std::int64_t sliding_window = 0;           // 0: none
+    std::span<const std::uint8_t> head_off;    // [n_heads] or empty: 1 zeroes that head's output
+    float scale = 0;                           // 0: 1/sqrt(head_dim)
+    AttentionProbe probe;
+};
+
+
+namespace attention_detail {
+// The query heads of each KV head, flattened: heads of g at [offsets[g], offsets[g+1]).
+struct Groups {
+    std::vector<std::int32_t> offsets, heads, fill;
+    void build(const AttentionArgs& a);
+    std::int64_t size(std::size_t g) const { return offsets[g + 1] - offsets[g]; }
+    std::int64_t largest() const;
+};
+}  // namespace attention_detail
+
+// Scratch that attention() reuses between calls (grow-only).
+struct AttentionWorkspace {
+    Buffer<float> memory;
+    attention_detail::Groups groups;
+};
+
+void attention(Context& ctx, AttentionWorkspace& workspace, const AttentionArgs& args);
+void attention_reference(Context& ctx, AttentionWorkspace& workspace, const AttentionArgs& args);
+
+}  // namespace heads

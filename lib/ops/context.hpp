@@ -1,0 +1,97 @@
+#pragma once
+// The one object that holds process-wide compute state: the oneDNN engine and
+// stream, the thread count, the cache of matmul primitives and the scratch
+// memory oneDNN works in. Made once by a tool and passed to everything that
+// computes; nothing else in the library keeps state between calls.
+// Not thread-safe: one Context per thread that drives a model.
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include <dnnl.hpp>
+
+#include "ops/buffer.hpp"
+
+namespace heads {
+
+// The arithmetic a packed weight matrix is multiplied in.
+enum class ComputeType { f32, bf16 };
+
+struct MatmulKey {
+    std::int64_t rows, in, out;
+    ComputeType compute;
+    bool accumulate;
+    std::uint64_t layout;  // hash of the weights' memory descriptor
+    bool operator==(const MatmulKey&) const = default;
+};
+
+struct MatmulKeyHash {
+    std::size_t operator()(const MatmulKey& key) const;
+};
+
+// A cached primitive and the memory objects it runs on; the data handles are
+// set per call, so running it allocates nothing.
+struct MatmulEntry {
+    dnnl::matmul primitive;
+    dnnl::memory src, weights, dst, scratchpad;
+    std::size_t scratchpad_size = 0;
+};
+
+class Context {
+public:
+    // threads <= 0: all cores the process may use.
+    explicit Context(int threads = 0);
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    dnnl::engine& engine() { return engine_; }
+    dnnl::stream& stream() { return stream_; }
+    int threads() const { return threads_; }
+
+    // Whether this CPU runs oneDNN's bf16 matmul (AVX512-BF16 or AMX); probed once.
+    bool has_bf16_matmul();
+    // oneDNN's effective ISA, as a short name ("avx2", "avx512_core_bf16", ...).
+    std::string isa() const;
+    // "2.6.3"
+    static std::string onednn_version();
+
+    // The cached primitive for `key`, or null; add_matmul() stores a new one
+    // (an LRU of kMatmulCacheSize entries: the oldest is dropped).
+    MatmulEntry* find_matmul(const MatmulKey& key);
+    MatmulEntry& add_matmul(const MatmulKey& key, MatmulEntry entry);
+    std::size_t matmul_cache_size() const { return matmul_cache_.size(); }
+
+    // The four small-block matmuls of gemm() (ops/matmul.hpp): runtime shapes
+    // and strides, B plain or transposed, C overwritten or accumulated. Made
+    // on first call; call it before entering a parallel region.
+    const dnnl::matmul& gemm_primitive(bool b_transposed, bool accumulate);
+
+    // Scratch for activations converted to bf16 before a bf16 matmul.
+    std::uint16_t* bf16_scratch(std::size_t count) { return bf16_scratch_.reserve(count); }
+    std::byte* onednn_scratchpad(std::size_t bytes) { return scratchpad_.reserve(bytes); }
+
+    static constexpr std::size_t kMatmulCacheSize = 256;
+
+private:
+    dnnl::engine engine_;
+    dnnl::stream stream_;
+    int threads_;
+    int bf16_matmul_ = -1;  // -1 not probed yet
+
+    using Lru = std::list<MatmulKey>;
+    struct Cached {
+        MatmulEntry entry;
+        Lru::iterator age;
+    };
+    Lru ages_;
+    std::unordered_map<MatmulKey, Cached, MatmulKeyHash> matmul_cache_;
+    std::unique_ptr<dnnl::matmul> gemm_[2][2];
+    Buffer<std::uint16_t> bf16_scratch_;
+    Buffer<std::byte> scratchpad_;
+};
+
+}  // namespace heads

@@ -1,0 +1,203 @@
+#include "ops/matmul.hpp"
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.h>
+
+namespace heads {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using DataType = memory::data_type;
+
+DataType data_type(ComputeType compute) { return compute == ComputeType::bf16 ? DataType::bf16 : DataType::f32; }
+
+// FNV-1a over a sequence of 64-bit words.
+struct Fnv {
+    std::uint64_t h = 1469598103934665603ull;
+    void add(std::uint64_t word) {
+        for (int i = 0; i < 8; ++i) {
+            h ^= (word >> (8 * i)) & 0xff;
+            h *= 1099511628211ull;
+        }
+    }
+};
+
+// The source matrix as one contiguous [out, in] array of the compute type.
+// Returns a pointer into `owned`, or straight into the single part when no
+// conversion is needed.
+const void* gather_source(std::span<const Tensor> parts, ComputeType compute, std::vector<std::byte>& owned) {
+    const std::int64_t in = parts[0].dim(1);
+    if (parts.size() == 1 && parts[0].dtype() == (compute == ComputeType::bf16 ? DType::BF16 : DType::F32))
+        return parts[0].bytes().data();
+    std::int64_t out = 0;
+    for (const auto& part : parts) out += part.dim(0);
+    const std::size_t element = compute == ComputeType::bf16 ? 2 : 4;
+    owned.resize(std::size_t(out * in) * element);
+    std::byte* cursor = owned.data();
+    for (const auto& part : parts) {
+        const std::size_t count = std::size_t(part.numel());
+        if (part.dtype() == (compute == ComputeType::bf16 ? DType::BF16 : DType::F32)) {
+            std::memcpy(cursor, part.bytes().data(), part.nbytes());
+        } else {
+            const std::vector<float> values = part.to_f32();
+            if (compute == ComputeType::f32) {
+                std::memcpy(cursor, values.data(), count * 4);
+            } else {
+                auto* target = reinterpret_cast<std::uint16_t*>(cursor);
+                for (std::size_t i = 0; i < count; ++i) target[i] = f32_to_bf16(values[i]);
+            }
+        }
+        cursor += count * element;
+    }
+    return owned.data();
+}
+
+dnnl::matmul::primitive_desc make_pd(Context& ctx, std::int64_t rows, std::int64_t in, std::int64_t out,
+                                     ComputeType compute, const memory::desc& weights, bool accumulate) {
+    const memory::desc src({rows, in}, data_type(compute), Tag::ab);
+    const memory::desc dst({rows, out}, DataType::f32, Tag::ab);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), attr, ctx.engine());
+}
+
+bool can_make(Context& ctx, std::int64_t rows, std::int64_t in, std::int64_t out, ComputeType compute,
+              const memory::desc& weights) {
+    try {
+        make_pd(ctx, rows, in, out, compute, weights, false);
+        return true;
+    } catch (const dnnl::error&) {
+        return false;
+    }
+}
+
+MatmulEntry make_entry(Context& ctx, const MatmulKey& key, const memory::desc& weights) {
+    const auto pd = make_pd(ctx, key.rows, key.in, key.out, key.compute, weights, key.accumulate);
+    MatmulEntry entry;
+    entry.primitive = dnnl::matmul(pd);
+    entry.src = memory(pd.src_desc(), ctx.engine(), nullptr);
+    entry.weights = memory(pd.weights_desc(), ctx.engine(), nullptr);
+    entry.dst = memory(pd.dst_desc(), ctx.engine(), nullptr);
+    entry.scratchpad_size = pd.scratchpad_desc().get_size();
+    entry.scratchpad = memory(pd.scratchpad_desc(), ctx.engine(), nullptr);
+    return entry;
+}
+
+}  // namespace
+
+std::uint64_t layout_hash(const memory::desc& desc) {
+    const dnnl_memory_desc_t& raw = desc.data;
+    Fnv fnv;
+    fnv.add(std::uint64_t(raw.ndims));
+    fnv.add(std::uint64_t(raw.data_type));
+    fnv.add(std::uint64_t(raw.format_kind));
+    for (int i = 0; i < raw.ndims; ++i) {
+        fnv.add(std::uint64_t(raw.dims[i]));
+        fnv.add(std::uint64_t(raw.padded_dims[i]));
+    }
+    if (raw.format_kind == dnnl_blocked) {
+        const auto& blocking = raw.format_desc.blocking;
+        for (int i = 0; i < raw.ndims; ++i) fnv.add(std::uint64_t(blocking.strides[i]));
+        fnv.add(std::uint64_t(blocking.inner_nblks));
+        for (int i = 0; i < blocking.inner_nblks; ++i) {
+            fnv.add(std::uint64_t(blocking.inner_blks[i]));
+            fnv.add(std::uint64_t(blocking.inner_idxs[i]));
+        }
+    }
+    fnv.add(std::uint64_t(raw.extra.flags));
+    return fnv.h;
+}
+
+PackedMatrix::PackedMatrix(std::int64_t in, std::int64_t out, ComputeType compute, const memory::desc& desc,
+                           const void* data, std::shared_ptr<const void> owner)
+    : in_(in), out_(out), compute_(compute), desc_(desc), data_(data), owner_(std::move(owner)),
+      layout_hash_(heads::layout_hash(desc)) {
+    if (desc.dims() != memory::dims{in, out})
+        throw std::invalid_argument(fmt::format("packed matrix layout is not [{}, {}]", in, out));
+}
+
+PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted) {
+    if (parts.empty()) throw std::invalid_argument("pack_matrix: no parts");
+    const std::int64_t in = parts[0].dim(1);
+    std::int64_t out = 0;
+    for (const auto& part : parts) {
+        if (part.rank() != 2 || part.dim(1) != in)
+            throw std::invalid_argument(fmt::format("pack_matrix: part {} does not have {} columns",
+                                                    shape_string(part.shape()), in));
+        out += part.dim(0);
+    }
+    const ComputeType compute = wanted == ComputeType::bf16 && ctx.has_bf16_matmul() ? ComputeType::bf16
+                                                                                     : ComputeType::f32;
+    const DataType type = data_type(compute);
+
+    // The layout the decode (rows = 1) kernel prefers, kept only if prefill
+    // kernels accept it too; otherwise the file's own [out, in] order.
+    memory::desc packed = make_pd(ctx, 1, in, out, compute, memory::desc({in, out}, type, Tag::any), false)
+                              .weights_desc();
+    if (!can_make(ctx, 64, in, out, compute, packed)) packed = memory::desc({in, out}, type, Tag::ba);
+
+    std::vector<std::byte> owned;
+    const void* source = gather_source(parts, compute, owned);
+    const memory::desc source_desc({in, out}, type, Tag::ba);  // [out, in] row-major = {in, out} "ba"
+    std::shared_ptr<std::byte> storage(static_cast<std::byte*>(std::aligned_alloc(64, (packed.get_size() + 63) / 64 * 64)),
+                                       [](std::byte* p) { std::free(p); });
+    if (!storage) throw std::bad_alloc();
+    memory from(source_desc, ctx.engine(), const_cast<void*>(source));
+    memory to(packed, ctx.engine(), storage.get());
+    dnnl::reorder(from, to).execute(ctx.stream(), from, to);
+    ctx.stream().wait();
+    return PackedMatrix(in, out, compute, packed, storage.get(), storage);
+}
+
+void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
+    if (args.rows <= 0) return;
+    const std::int64_t rows = padded_rows(args.rows);
+    const MatmulKey key{rows, w.in(), w.out(), w.compute(), args.accumulate, w.layout_hash()};
+    MatmulEntry* cached = ctx.find_matmul(key);
+    MatmulEntry& entry = cached ? *cached : ctx.add_matmul(key, make_entry(ctx, key, w.desc()));
+
+    const void* src = args.x;
+    if (w.compute() == ComputeType::bf16) {
+        const std::size_t count = std::size_t(args.rows * w.in());
+        std::uint16_t* converted = ctx.bf16_scratch(std::size_t(rows * w.in()));
+        for (std::size_t i = 0; i < count; ++i) converted[i] = f32_to_bf16(args.x[i]);
+        src = converted;
+    }
+    entry.src.set_data_handle(const_cast<void*>(src));
+    entry.weights.set_data_handle(const_cast<void*>(w.data()));
+    entry.dst.set_data_handle(args.y);
+    entry.scratchpad.set_data_handle(ctx.onednn_scratchpad(entry.scratchpad_size));
+    const dnnl_exec_arg_t exec_args[] = {
+        {DNNL_ARG_SRC, entry.src.get()},
+        {DNNL_ARG_WEIGHTS, entry.weights.get()},
+        {DNNL_ARG_DST, entry.dst.get()},
+        {DNNL_ARG_SCRATCHPAD, entry.scratchpad.get()},
+    };
+    if (dnnl_primitive_execute(entry.primitive.get(), ctx.stream().get(), 4, exec_args) != dnnl_success)
+        throw std::runtime_error(fmt::format("oneDNN matmul [{}, {}] x [{}, {}] failed", rows, w.in(), w.in(), w.out()));
+    ctx.stream().wait();
+}
+
+
+void gemm(const dnnl::matmul& primitive, dnnl::engine& engine, dnnl::stream& stream, const GemmArgs& g) {
+    if (g.m <= 0 || g.n <= 0) return;
+    const memory a(memory::desc({g.m, g.k}, DataType::f32, memory::dims{g.lda, 1}), engine, const_cast<float*>(g.a));
+    const memory b(memory::desc({g.k, g.n}, DataType::f32, g.b_transposed ? memory::dims{1, g.ldb} : memory::dims{g.ldb, 1}),
+                   engine, const_cast<float*>(g.b));
+    const memory c(memory::desc({g.m, g.n}, DataType::f32, memory::dims{g.ldc, 1}), engine, g.c);
+    const dnnl_exec_arg_t exec_args[] = {{DNNL_ARG_SRC, a.get()}, {DNNL_ARG_WEIGHTS, b.get()}, {DNNL_ARG_DST, c.get()}};
+    if (dnnl_primitive_execute(primitive.get(), stream.get(), 3, exec_args) != dnnl_success)
+        throw std::runtime_error(fmt::format("oneDNN block matmul [{}, {}] x [{}, {}] failed", g.m, g.k, g.k, g.n));
+}
+
+}  // namespace heads

@@ -1,0 +1,86 @@
+#pragma once
+// y = x · Wᵀ for a weight matrix W [out, in] (torch.nn.Linear's order), with W
+// packed once into the layout oneDNN prefers for this CPU. Primitives come
+// from the Context's cache: one per (rows, in, out, compute type), rows
+// rounded up to a multiple of kRowBucket above kRowBucket, so decoding
+// (rows = 1) and repeated prefill lengths never create one again.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include <dnnl.hpp>
+
+#include "ops/context.hpp"
+#include "tensor/tensor.hpp"
+
+namespace heads {
+
+class PackedMatrix {
+public:
+    PackedMatrix() = default;
+    // Wraps memory already in `desc`'s layout (e.g. mapped from a weight cache file).
+    PackedMatrix(std::int64_t in, std::int64_t out, ComputeType compute, const dnnl::memory::desc& desc,
+                 const void* data, std::shared_ptr<const void> owner);
+
+    std::int64_t in() const { return in_; }
+    std::int64_t out() const { return out_; }
+    ComputeType compute() const { return compute_; }
+    const dnnl::memory::desc& desc() const { return desc_; }
+    const void* data() const { return data_; }
+    std::size_t nbytes() const { return desc_.get_size(); }
+    std::uint64_t layout_hash() const { return layout_hash_; }
+    bool empty() const { return data_ == nullptr; }
+
+private:
+    std::int64_t in_ = 0, out_ = 0;
+    ComputeType compute_ = ComputeType::f32;
+    dnnl::memory::desc desc_;
+    const void* data_ = nullptr;
+    std::shared_ptr<const void> owner_;
+    std::uint64_t layout_hash_ = 0;
+};
+
+// Packs W = the parts stacked along `out` (each [out_i, in]; F32, BF16 or F16)
+// for `wanted` arithmetic; bf16 falls back to f32 where the CPU lacks it.
+PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted);
+
+// A stable hash of a memory descriptor's layout (dims, type, blocking).
+std::uint64_t layout_hash(const dnnl::memory::desc& desc);
+
+inline constexpr std::int64_t kRowBucket = 16;
+// The rows a matmul over `rows` rows really computes: buffers passed to
+// matmul() must hold this many rows (the extra rows are scratch).
+inline std::int64_t padded_rows(std::int64_t rows) {
+    return rows <= kRowBucket ? rows : (rows + kRowBucket - 1) / kRowBucket * kRowBucket;
+}
+
+struct MatmulArgs {
+    float* y;            // [padded_rows(rows), out]
+    const float* x;      // [padded_rows(rows), in]
+    std::int64_t rows;   // rows that matter
+    bool accumulate = false;  // y += x · Wᵀ instead of y = x · Wᵀ
+};
+
+void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w);
+
+// Small f32 blocks with leading dimensions: c[m, n] (+)= a[m, k] · b, where b
+// is [k, n] or, transposed, [n, k] rows. Runs on the calling thread when called
+// inside an OpenMP parallel region, so independent blocks run in parallel.
+// Call ctx.gemm_primitive() for the variants used before the region.
+struct GemmArgs {
+    float* c;
+    std::int64_t ldc;
+    const float* a;
+    std::int64_t lda;
+    const float* b;
+    std::int64_t ldb;
+    std::int64_t m, n, k;
+    bool b_transposed = false;
+    bool accumulate = false;
+};
+
+void gemm(const dnnl::matmul& primitive, dnnl::engine& engine, dnnl::stream& stream, const GemmArgs& args);
+
+}  // namespace heads
