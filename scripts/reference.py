@@ -356,7 +356,11 @@ def stock_layer_heads(n_heads, n_kv_heads):
 def read_config(model_dir):
     """config.json -> Config; raises ValueError naming what is unsupported or wrong."""
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
+        return read_config_dict(json.load(f))
+
+
+def read_config_dict(cfg):
+    """The parsed config.json object -> Config (see read_config)."""
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else None
     if arch not in ("LlamaForCausalLM", "MistralForCausalLM"):
