@@ -1,0 +1,31 @@
+#pragma once
+// The frames `infer` writes for one sequence (man/heads.7): the sequence is
+// run from an empty cache in one forward pass, and each kind asked for
+// becomes one frame, in this order: logits, hidden, attention, kv.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/session.hpp"
+#include "safetensors/frame.hpp"
+
+namespace heads {
+
+struct FrameRequest {
+    LogitRows logits = LogitRows::last;         // none: no logits frame
+    std::vector<std::int64_t> hidden_layers;    // hidden.L, transformers' numbering (0..n_layers)
+    std::vector<std::int64_t> attention_layers; // attention.L [n_heads_l, seq_len, seq_len]
+    bool kv = false;                            // the KV cache, with received-attention extras
+    std::int64_t recent_queries = 32;
+};
+
+// Throws heads::Error for a bad layer number (checked before running).
+void check_frame_request(const FrameRequest& request, const LlamaConfig& config);
+
+std::vector<Frame> sequence_frames(Session& session, std::span<const std::int32_t> tokens, const FrameRequest& request);
+
+// The metadata every frame of a sequence carries: kind, model, tokens.
+Metadata frame_metadata(std::string_view kind, const Model& model, std::span<const std::int32_t> tokens);
+
+}  // namespace heads

@@ -1,0 +1,129 @@
+#include "kv/kv_frame.hpp"
+
+#include <cstring>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "cli/ids.hpp"
+#include "safetensors/keys.hpp"
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+Tensor f32_tensor(Shape shape) { return Tensor::zeros(DType::F32, std::move(shape)); }
+
+}  // namespace
+
+Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceived* received) {
+    Frame frame;
+    frame.metadata[std::string(keys::kind)] = std::string(kinds::kv);
+    frame.metadata[std::string(keys::model)] = info.model;
+    frame.metadata[std::string(keys::tokens)] = fmt::format("{}", fmt::join(info.tokens, " "));
+    frame.metadata[std::string(keys::policy)] = info.policy;
+    if (received) frame.metadata["heads.recent_queries"] = std::to_string(received->recent_queries);
+    const std::int64_t hd = cache.head_dim();
+    for (std::int64_t l = 0; l < cache.n_layers(); ++l) {
+        const std::int64_t nkv = cache.n_kv_heads(l), slots = cache.max_slots(l);
+        Tensor k = f32_tensor({nkv, slots, hd}), v = f32_tensor({nkv, slots, hd});
+        Tensor pos = Tensor::zeros(DType::I32, {nkv, slots});
+        auto k_data = k.mutable_data<float>(), v_data = v.mutable_data<float>();
+        auto pos_data = pos.mutable_data<std::int32_t>();
+        for (std::int64_t g = 0; g < nkv; ++g) {
+            const KvHead& head = cache.head(l, g);
+            std::memcpy(k_data.data() + g * slots * hd, head.k.data(), sizeof(float) * std::size_t(head.slots * hd));
+            std::memcpy(v_data.data() + g * slots * hd, head.v.data(), sizeof(float) * std::size_t(head.slots * hd));
+            for (std::int64_t s = 0; s < slots; ++s) pos_data[std::size_t(g * slots + s)] = s < head.slots ? head.pos.data()[s] : -1;
+        }
+        frame.add(fmt::format("kv.{}.k", l), std::move(k));
+        frame.add(fmt::format("kv.{}.v", l), std::move(v));
+        frame.add(fmt::format("kv.{}.pos", l), std::move(pos));
+        if (received) {
+            // Re-laid on this frame's slot axis (the probe's may be wider if slots were dropped since).
+            const std::int64_t from_slots = received->slots[std::size_t(l)];
+            for (const bool recent : {false, true}) {
+                const auto& source = recent ? received->recent : received->all;
+                Tensor mass = f32_tensor({nkv, slots});
+                auto out = mass.mutable_data<float>();
+                const auto& in = source[std::size_t(l)];
+                for (std::int64_t g = 0; g < nkv && !in.empty(); ++g)
+                    for (std::int64_t s = 0; s < std::min(slots, from_slots); ++s)
+                        out[std::size_t(g * slots + s)] = in[std::size_t(g * from_slots + s)];
+                frame.add(fmt::format("kv.{}.{}", l, recent ? "received_recent" : "received"), std::move(mass));
+            }
+        }
+    }
+    return frame;
+}
+
+KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
+    const auto kind = frame.metadata.find(keys::kind);
+    if (kind == frame.metadata.end() || kind->second != kinds::kv)
+        throw Error("{}: not a KV frame (heads.kind is '{}')", where, kind == frame.metadata.end() ? "" : kind->second);
+    KvFrameContents contents;
+    contents.metadata = frame.metadata;
+    const auto model = frame.metadata.find(keys::model);
+    if (model == frame.metadata.end()) throw Error("{}: the KV frame has no heads.model", where);
+    contents.info.model = model->second;
+    if (const auto policy = frame.metadata.find(keys::policy); policy != frame.metadata.end())
+        contents.info.policy = policy->second;
+    if (const auto tokens = frame.metadata.find(keys::tokens); tokens != frame.metadata.end()) {
+        try {
+            cli::parse_ids(tokens->second, contents.info.tokens);
+        } catch (const Error& error) {
+            throw Error("{}: heads.tokens: {}", where, error.what());
+        }
+    }
+    std::vector<std::int64_t> kv_heads;
+    std::int64_t head_dim = -1;
+    while (const Tensor* k = frame.find(fmt::format("kv.{}.k", kv_heads.size()))) {
+        const std::size_t l = kv_heads.size();
+        const Tensor* v = frame.find(fmt::format("kv.{}.v", l));
+        const Tensor* pos = frame.find(fmt::format("kv.{}.pos", l));
+        if (!v || !pos) throw Error("{}: layer {} has kv.{}.k but not kv.{}.v and kv.{}.pos", where, l, l, l, l);
+        if (k->rank() != 3 || v->shape() != k->shape())
+            throw Error("{}: kv.{}.k {} and kv.{}.v {} must be the same [kv_heads, slots, head_dim]", where, l,
+                        shape_string(k->shape()), l, shape_string(v->shape()));
+        if (pos->dtype() != DType::I32 || pos->shape() != Shape{k->dim(0), k->dim(1)})
+            throw Error("{}: kv.{}.pos must be I32 [{}, {}]", where, l, k->dim(0), k->dim(1));
+        if (!is_floating(k->dtype()) || !is_floating(v->dtype()))
+            throw Error("{}: kv.{}.k and kv.{}.v must be floating point", where, l, l);
+        if (k->dim(0) > 0) {
+            if (head_dim >= 0 && k->dim(2) != head_dim)
+                throw Error("{}: kv.{}.k has head_dim {}, earlier layers {}", where, l, k->dim(2), head_dim);
+            head_dim = k->dim(2);
+        }
+        kv_heads.push_back(k->dim(0));
+    }
+    if (kv_heads.empty()) throw Error("{}: the KV frame has no kv.0.k", where);
+    contents.cache = KvCache(kv_heads, std::max<std::int64_t>(head_dim, 0));
+    const std::int64_t hd = contents.cache.head_dim();
+    for (std::int64_t l = 0; l < std::int64_t(kv_heads.size()); ++l) {
+        const Tensor& k = frame.at(fmt::format("kv.{}.k", l));
+        const std::vector<float> k_data = k.to_f32(), v_data = frame.at(fmt::format("kv.{}.v", l)).to_f32();
+        const auto pos_data = frame.at(fmt::format("kv.{}.pos", l)).data<std::int32_t>();
+        const std::int64_t slots = k.dim(1);
+        for (std::int64_t g = 0; g < kv_heads[std::size_t(l)]; ++g) {
+            std::int64_t used = slots;  // up to the last slot in use: trailing -1 slots are padding
+            while (used > 0 && pos_data[std::size_t(g * slots + used - 1)] == -1) --used;
+            contents.cache.reserve(l, g, used);
+            KvHead& head = contents.cache.head(l, g);
+            std::memcpy(head.k.data(), k_data.data() + g * slots * hd, sizeof(float) * std::size_t(used * hd));
+            std::memcpy(head.v.data(), v_data.data() + g * slots * hd, sizeof(float) * std::size_t(used * hd));
+            std::memcpy(head.pos.data(), pos_data.data() + g * slots, sizeof(std::int32_t) * std::size_t(used));
+            head.slots = used;
+        }
+        for (auto [name, target] : {std::pair{"received", &contents.received}, {"received_recent", &contents.received_recent}}) {
+            const Tensor* mass = frame.find(fmt::format("kv.{}.{}", l, name));
+            if (!mass) continue;
+            if (mass->dtype() != DType::F32 || mass->shape() != Shape{kv_heads[std::size_t(l)], slots})
+                throw Error("{}: kv.{}.{} must be F32 [{}, {}]", where, l, name, kv_heads[std::size_t(l)], slots);
+            target->resize(kv_heads.size());
+            (*target)[std::size_t(l)] = *mass;
+        }
+    }
+    return contents;
+}
+
+}  // namespace heads

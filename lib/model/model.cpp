@@ -1,0 +1,141 @@
+#include "model/model.hpp"
+
+#include <fmt/format.h>
+
+#include "model/weights.hpp"
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+// Looks tensors up by name and checks them against what the config implies.
+class Binder {
+public:
+    Binder(const WeightFiles& weights, const std::filesystem::path& dir) : weights_(weights), dir_(dir) {}
+
+    const Tensor* find(const std::string& name) const { return weights_.find(name); }
+
+    const Tensor& get(const std::string& name, const Shape& shape) const {
+        const Tensor* tensor = weights_.find(name);
+        if (!tensor) throw Error("{}: tensor {} is missing", dir_.string(), name);
+        if (tensor->shape() != shape)
+            throw Error("{}: tensor {} has shape {}, the config implies {}", dir_.string(), name,
+                        shape_string(tensor->shape()), shape_string(shape));
+        if (tensor->dtype() != DType::F32 && tensor->dtype() != DType::BF16 && tensor->dtype() != DType::F16)
+            throw Error("{}: tensor {} is {}; heads reads F32, BF16 and F16 weights", dir_.string(), name,
+                        dtype_name(tensor->dtype()));
+        return *tensor;
+    }
+
+    // A zero-head layer's attention tensors are absent (or empty).
+    void absent(const std::string& name) const {
+        const Tensor* tensor = weights_.find(name);
+        if (tensor && tensor->numel() != 0)
+            throw Error("{}: tensor {} is present, but head_layout gives its layer no heads", dir_.string(), name);
+    }
+
+private:
+    const WeightFiles& weights_;
+    const std::filesystem::path& dir_;
+};
+
+std::vector<float> vector_of(const Tensor& tensor) { return tensor.to_f32(); }
+
+ComputeType compute_for(Precision precision, const WeightFiles& weights) {
+    switch (precision) {
+    case Precision::f32: return ComputeType::f32;
+    case Precision::bf16: return ComputeType::bf16;
+    case Precision::automatic: break;
+    }
+    for (const auto& [name, tensor] : weights.tensors())
+        if (tensor.rank() == 2 && tensor.dtype() != DType::BF16) return ComputeType::f32;
+    return ComputeType::bf16;
+}
+
+}  // namespace
+
+std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::path& dir, const LoadOptions& options) {
+    auto model = std::shared_ptr<Model>(new Model());
+    const std::string config_json = read_text_file(dir / "config.json");
+    model->config_ = parse_config(config_json, (dir / "config.json").string());
+    model->dir_ = dir;
+    auto weights = std::make_shared<WeightFiles>(WeightFiles::open(dir));
+    model->fingerprint_ = model_fingerprint(config_json, *weights);
+    const LlamaConfig& c = model->config_;
+    const Binder bind(*weights, dir);
+    const std::int64_t d = c.d_model, hd = c.head_dim;
+
+    // Every check before any packing: a broken model fails fast.
+    model->embedding_ = bind.get("model.embed_tokens.weight", {c.vocab_size, d});
+    const Tensor* lm_head = c.tie_word_embeddings ? &model->embedding_ : &bind.get("lm_head.weight", {c.vocab_size, d});
+    struct LayerTensors {
+        const Tensor *attn_norm, *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *ffn_norm, *gate, *up, *down;
+    };
+    std::vector<LayerTensors> tensors;
+    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+        const std::string p = fmt::format("model.layers.{}.", l);
+        const LayerHeads& heads = c.layers[std::size_t(l)];
+        LayerTensors t{};
+        t.attn_norm = &bind.get(p + "input_layernorm.weight", {d});
+        if (heads.n_heads() > 0) {
+            t.q = &bind.get(p + "self_attn.q_proj.weight", {heads.n_heads() * hd, d});
+            t.k = &bind.get(p + "self_attn.k_proj.weight", {heads.n_kv_heads() * hd, d});
+            t.v = &bind.get(p + "self_attn.v_proj.weight", {heads.n_kv_heads() * hd, d});
+            t.o = &bind.get(p + "self_attn.o_proj.weight", {d, heads.n_heads() * hd});
+        } else {
+            for (const char* name : {"q_proj", "k_proj", "v_proj", "o_proj"}) bind.absent(p + "self_attn." + name + ".weight");
+        }
+        t.ffn_norm = &bind.get(p + "post_attention_layernorm.weight", {d});
+        t.gate = &bind.get(p + "mlp.gate_proj.weight", {c.d_ff, d});
+        t.up = &bind.get(p + "mlp.up_proj.weight", {c.d_ff, d});
+        t.down = &bind.get(p + "mlp.down_proj.weight", {d, c.d_ff});
+        tensors.push_back(t);
+    }
+    const Tensor& final_norm = bind.get("model.norm.weight", {d});
+
+    const ComputeType wanted = compute_for(options.precision, *weights);
+    for (const auto& t : tensors) {
+        LayerWeights w;
+        w.attn_norm = vector_of(*t.attn_norm);
+        if (t.q) {
+            const Tensor qkv[] = {*t.q, *t.k, *t.v};
+            w.qkv = pack_matrix(ctx, qkv, wanted);
+            w.o = pack_matrix(ctx, std::span(t.o, 1), wanted);
+        }
+        w.ffn_norm = vector_of(*t.ffn_norm);
+        const Tensor gate_up[] = {*t.gate, *t.up};
+        w.gate_up = pack_matrix(ctx, gate_up, wanted);
+        w.down = pack_matrix(ctx, std::span(t.down, 1), wanted);
+        model->layers_.push_back(std::move(w));
+    }
+    model->final_norm_ = vector_of(final_norm);
+    model->lm_head_ = pack_matrix(ctx, std::span(lm_head, 1), wanted);
+    model->compute_ = model->lm_head_.compute();
+    model->files_ = weights;
+    return model;
+}
+
+void Model::embed(float* out, std::int32_t token) const {
+    const std::int64_t d = config_.d_model;
+    const std::byte* row = embedding_.bytes().data() + std::size_t(token) * std::size_t(d) * dtype_size(embedding_.dtype());
+    switch (embedding_.dtype()) {
+    case DType::F32: std::memcpy(out, row, sizeof(float) * std::size_t(d)); break;
+    case DType::BF16:
+        for (std::int64_t i = 0; i < d; ++i) {
+            std::uint16_t bits;
+            std::memcpy(&bits, row + 2 * i, 2);
+            out[i] = bf16_to_f32(bits);
+        }
+        break;
+    case DType::F16:
+        for (std::int64_t i = 0; i < d; ++i) {
+            std::uint16_t bits;
+            std::memcpy(&bits, row + 2 * i, 2);
+            out[i] = f16_to_f32(bits);
+        }
+        break;
+    default: throw Error("embedding dtype {} is not a float type", dtype_name(embedding_.dtype()));
+    }
+}
+
+}  // namespace heads

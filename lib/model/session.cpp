@@ -1,0 +1,286 @@
+#include "model/session.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "ops/activation.hpp"
+#include "ops/norm.hpp"
+#include "ops/rope.hpp"
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+std::vector<std::int64_t> kv_heads_of(const LlamaConfig& c) {
+    std::vector<std::int64_t> kv;
+    for (const auto& layer : c.layers) kv.push_back(layer.n_kv_heads());
+    return kv;
+}
+
+std::int64_t qkv_width(const LayerHeads& heads, std::int64_t head_dim) {
+    return (heads.n_heads() + 2 * heads.n_kv_heads()) * head_dim;
+}
+
+void zero_rows(float* data, std::int64_t from, std::int64_t to, std::int64_t width) {
+    if (to > from) std::memset(data + from * width, 0, sizeof(float) * std::size_t((to - from) * width));
+}
+
+bool contains(const std::vector<std::int64_t>& list, std::int64_t value) {
+    return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+}  // namespace
+
+Session::Session(std::shared_ptr<const Model> model, Context& ctx, const SessionOptions& options)
+    : model_(std::move(model)), ctx_(ctx) {
+    const LlamaConfig& c = model_->config();
+    const std::int64_t capacity = options.capacity > 0 ? options.capacity : std::min<std::int64_t>(c.max_seq_len, 4096);
+    cache_ = KvCache(kv_heads_of(c), c.head_dim, capacity);
+    for (const auto& layer : c.layers) head_off_.emplace_back(std::size_t(layer.n_heads()), 0);
+    inv_freq_.resize(std::size_t(c.head_dim / 2));
+}
+
+void Session::reserve(std::int64_t n, LogitRows logits) {
+    const LlamaConfig& c = model_->config();
+    const std::size_t rows = std::size_t(padded_rows(n)), d = std::size_t(c.d_model);
+    std::int64_t widest_qkv = 0, widest_attn = 0;
+    for (const auto& heads : c.layers) {
+        widest_qkv = std::max(widest_qkv, qkv_width(heads, c.head_dim));
+        widest_attn = std::max(widest_attn, heads.n_heads() * c.head_dim);
+    }
+    x_.reserve(rows * d);
+    xn_.reserve(rows * d);
+    qkv_.reserve(rows * std::size_t(widest_qkv));
+    attn_.reserve(rows * std::size_t(std::max<std::int64_t>(widest_attn, 1)));
+    gate_up_.reserve(rows * std::size_t(2 * c.d_ff));
+    ffn_.reserve(rows * std::size_t(c.d_ff));
+    if (logits != LogitRows::none) logits_.reserve((logits == LogitRows::all ? rows : 1) * std::size_t(c.vocab_size));
+    cos_.reserve(std::size_t(n * c.head_dim / 2));
+    sin_.reserve(std::size_t(n * c.head_dim / 2));
+    positions_.reserve(std::size_t(n));
+    views_.reserve(std::size_t(c.max_layer_kv_heads()));
+    cache_.reserve_more(n);
+}
+
+ForwardResult Session::forward(const ForwardRequest& request) {
+    const LlamaConfig& c = model_->config();
+    const std::int64_t n = std::int64_t(request.tokens.size()), d = c.d_model;
+    if (n == 0) return {};
+    for (auto token : request.tokens)
+        if (token < 0 || token >= c.vocab_size)
+            throw Error("token id {} is out of range (vocabulary of {})", token, c.vocab_size);
+    if (!request.positions.empty() && std::int64_t(request.positions.size()) != n)
+        throw Error("{} positions for {} new tokens", request.positions.size(), n);
+    if (!request.mask.empty() && std::int64_t(request.mask.size()) != n * n)
+        throw Error("an attention mask of {} entries for {} new tokens (needs {})", request.mask.size(), n, n * n);
+
+    reserve(n, request.logits);
+    const std::int64_t rows = padded_rows(n);
+    std::int32_t* positions = positions_.data();
+    std::int64_t longest = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        positions[i] = request.positions.empty() ? std::int32_t(next_position_ + i) : request.positions[std::size_t(i)];
+        if (positions[i] < 0) throw Error("position {} of new token {} is negative", positions[i], i);
+        longest = std::max<std::int64_t>(longest, positions[i] + 1);
+    }
+    const std::span<const std::int32_t> position_span(positions, std::size_t(n));
+
+    // RoPE angles; "dynamic" scaling depends on the longest position, as in transformers.
+    const std::int64_t rope_length = c.rope.scaling.type == RopeScalingType::dynamic ? longest : 0;
+    if (rope_length != inv_freq_length_) {
+        rope_inv_freq(inv_freq_, c.rope, std::max<std::int64_t>(rope_length, 1));
+        inv_freq_length_ = rope_length;
+    }
+    rope_tables(cos_.data(), sin_.data(), position_span, inv_freq_);
+
+    float* x = x_.data();
+    for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
+    // The rows matmul pads to are inputs too: keep them zero.
+    zero_rows(x, n, rows, d);
+    zero_rows(xn_.data(), n, rows, d);
+    zero_rows(ffn_.data(), n, rows, c.d_ff);
+    zero_rows(attn_.data(), n, rows, c.max_layer_heads() * c.head_dim);
+
+    ForwardProbes* probes = request.probes;
+    if (probes) {
+        probes->hidden.clear();
+        probes->attention.clear();
+        probes->key_slots.assign(std::size_t(c.n_layers), 0);
+        probes->received_all.assign(std::size_t(c.n_layers), {});
+        probes->received_recent.assign(std::size_t(c.n_layers), {});
+    }
+    auto keep_hidden = [&](std::int64_t index, const float* from) {
+        if (probes && contains(probes->hidden_layers, index)) probes->hidden[index].assign(from, from + n * d);
+    };
+
+    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+        const LayerWeights& w = model_->layer(l);
+        keep_hidden(l, x);
+        rms_norm({xn_.data(), x, w.attn_norm.data(), n, d, float(c.rms_norm_eps)});
+        if (c.layers[std::size_t(l)].n_heads() > 0) attention_layer(l, n, position_span, request.mask, probes);
+        rms_norm({xn_.data(), x, w.ffn_norm.data(), n, d, float(c.rms_norm_eps)});
+        matmul(ctx_, {gate_up_.data(), xn_.data(), n}, w.gate_up);
+        swiglu(ffn_.data(), gate_up_.data(), n, c.d_ff);
+        matmul(ctx_, {x, ffn_.data(), n, true}, w.down);
+    }
+
+    ForwardResult result;
+    const bool all_rows = request.final_hidden || request.logits == LogitRows::all ||
+                          (probes && contains(probes->hidden_layers, c.n_layers));
+    const float eps = float(c.rms_norm_eps);
+    if (all_rows)
+        rms_norm({xn_.data(), x, model_->final_norm().data(), n, d, eps});
+    else if (request.logits == LogitRows::last)
+        rms_norm({xn_.data(), x + (n - 1) * d, model_->final_norm().data(), 1, d, eps});
+    keep_hidden(c.n_layers, xn_.data());
+    if (request.final_hidden) result.hidden = {xn_.data(), std::size_t(n * d)};
+    if (request.logits == LogitRows::all) {
+        matmul(ctx_, {logits_.data(), xn_.data(), n}, model_->lm_head());
+        result.logits = {logits_.data(), std::size_t(n * c.vocab_size)};
+    } else if (request.logits == LogitRows::last) {
+        matmul(ctx_, {logits_.data(), xn_.data() + (all_rows ? (n - 1) * d : 0), 1}, model_->lm_head());
+        result.logits = {logits_.data(), std::size_t(c.vocab_size)};
+    }
+    last_rows_ = n;
+    next_position_ = std::max(next_position_, longest);
+    return result;
+}
+
+void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const std::int32_t> positions,
+                              std::span<const std::uint8_t> mask, ForwardProbes* probes) {
+    const LlamaConfig& c = model_->config();
+    const LayerHeads& heads = c.layers[std::size_t(l)];
+    const LayerWeights& w = model_->layer(l);
+    const std::int64_t hd = c.head_dim, nh = heads.n_heads(), nkv = heads.n_kv_heads();
+    const std::int64_t width = qkv_width(heads, hd);
+    float* qkv = qkv_.data();
+    matmul(ctx_, {qkv, xn_.data(), n}, w.qkv);
+    rope_apply({qkv, n, width, nh, hd, cos_.data(), sin_.data()});
+    rope_apply({qkv + nh * hd, n, width, nkv, hd, cos_.data(), sin_.data()});
+
+    views_.clear();
+    for (std::int64_t g = 0; g < nkv; ++g) {
+        KvHead& head = cache_.head(l, g);
+        const std::int64_t base = head.slots;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const float* row = qkv + i * width;
+            std::memcpy(head.k.data() + (base + i) * hd, row + (nh + g) * hd, sizeof(float) * std::size_t(hd));
+            std::memcpy(head.v.data() + (base + i) * hd, row + (nh + nkv + g) * hd, sizeof(float) * std::size_t(hd));
+            head.pos.data()[base + i] = positions[std::size_t(i)];
+        }
+        head.slots += n;
+        views_.push_back(cache_.view(l, g));
+    }
+
+    AttentionArgs args;
+    args.out = attn_.data();
+    args.out_stride = nh * hd;
+    args.q = qkv;
+    args.q_stride = width;
+    args.n_new = n;
+    args.head_dim = hd;
+    args.kv_head_of = heads.kv_head_of;
+    args.kv = views_;
+    args.positions = positions;
+    args.mask = mask.empty() ? nullptr : mask.data();
+    args.sliding_window = c.sliding_window;
+    args.head_off = head_off_[std::size_t(l)];
+    if (probes) {
+        const std::int64_t key_slots = cache_.max_slots(l);
+        probes->key_slots[std::size_t(l)] = key_slots;
+        AttentionProbe& probe = args.probe;
+        if (contains(probes->attention_layers, l)) {
+            auto& probs = probes->attention[l];
+            probs.assign(std::size_t(nh * n * key_slots), 0.0f);
+            probe.probs = probs.data();
+            probe.key_stride = key_slots;
+        }
+        if (probes->received) {
+            probes->received_all[std::size_t(l)].assign(std::size_t(nkv * key_slots), 0.0f);
+            probes->received_recent[std::size_t(l)].assign(std::size_t(nkv * key_slots), 0.0f);
+            probe.received = probes->received_all[std::size_t(l)].data();
+            probe.received_recent = probes->received_recent[std::size_t(l)].data();
+            probe.slot_stride = key_slots;
+            probe.recent_queries = probes->recent_queries;
+        }
+        if (probes->stats) {
+            auto& sums = (*probes->stats)[std::size_t(l)];
+            sums.resize(std::size_t(nh));
+            probe.stats = sums.data();
+            probe.tokens = probes->tokens;
+        }
+    }
+    attention(ctx_, attention_ws_, args);
+    matmul(ctx_, {x_.data(), attn_.data(), n, true}, w.o);
+}
+
+void Session::load_cache(const KvFrameContents& frame, const std::string& where) {
+    const LlamaConfig& c = model_->config();
+    if (frame.info.model != model_->fingerprint())
+        throw Error("{}: the KV frame is from model {}, not from this model ({}, {})", where, frame.info.model,
+                    model_->fingerprint(), model_->dir().string());
+    if (frame.cache.kv_heads() != cache_.kv_heads())
+        throw Error("{}: the KV frame's KV heads per layer differ from the model's", where);
+    if (frame.cache.head_dim() != c.head_dim && frame.cache.total_slots() > 0)
+        throw Error("{}: the KV frame has head_dim {}, the model {}", where, frame.cache.head_dim(), c.head_dim);
+    cache_.copy_from(frame.cache);
+    const std::int64_t top = cache_.max_position() + 1;
+    next_position_ = std::max<std::int64_t>(std::int64_t(frame.info.tokens.size()), top);
+    last_rows_ = 0;
+}
+
+void Session::truncate(std::int64_t n) {
+    cache_.truncate(n);
+    next_position_ = std::min(next_position_, n);
+    last_rows_ = 0;
+}
+
+void Session::keep_rows(std::span<const std::int64_t> rows) {
+    for (std::size_t r = 0; r < rows.size(); ++r)
+        if (rows[r] < 0 || rows[r] >= last_rows_ || (r > 0 && rows[r] <= rows[r - 1]))
+            throw Error("keep_rows: rows must ascend within the {} rows of the last forward", last_rows_);
+    std::vector<std::int64_t> keep;
+    std::int64_t first_dropped = -1;
+    for (std::int64_t l = 0; l < cache_.n_layers(); ++l)
+        for (std::int64_t g = 0; g < cache_.n_kv_heads(l); ++g) {
+            const KvHead& head = cache_.head(l, g);
+            const std::int64_t base = head.slots - last_rows_;
+            if (first_dropped < 0 && last_rows_ > 0) first_dropped = head.pos.data()[base];
+            keep.clear();
+            for (std::int64_t s = 0; s < base; ++s) keep.push_back(s);
+            for (auto r : rows) keep.push_back(base + r);
+            cache_.keep(l, g, keep);
+        }
+    const std::int32_t top = cache_.max_position();
+    next_position_ = rows.empty() && first_dropped >= 0 ? first_dropped : top + 1;
+    last_rows_ = 0;
+}
+
+void Session::set_head_mask(std::vector<std::vector<std::uint8_t>> off) {
+    const LlamaConfig& c = model_->config();
+    if (std::int64_t(off.size()) != c.n_layers) throw Error("head mask for {} layers, the model has {}", off.size(), c.n_layers);
+    for (std::int64_t l = 0; l < c.n_layers; ++l)
+        if (std::int64_t(off[std::size_t(l)].size()) != c.layers[std::size_t(l)].n_heads())
+            throw Error("head mask for {} heads in layer {}, which has {}", off[std::size_t(l)].size(), l,
+                        c.layers[std::size_t(l)].n_heads());
+    head_off_ = std::move(off);
+}
+
+std::unique_ptr<Session> Session::fork() const {
+    SessionOptions options;
+    for (std::int64_t l = 0; l < cache_.n_layers(); ++l) options.capacity = std::max(options.capacity, cache_.max_slots(l));
+    options.capacity = std::max<std::int64_t>(options.capacity, 1);
+    auto copy = std::make_unique<Session>(model_, ctx_, options);
+    copy->copy_from(*this);
+    return copy;
+}
+
+void Session::copy_from(const Session& other) {
+    if (other.model_ != model_) throw Error("copy_from: sessions of different models");
+    cache_.copy_from(other.cache_);
+    next_position_ = other.next_position_;
+    last_rows_ = other.last_rows_;
+    head_off_ = other.head_off_;
+}
+
+}  // namespace heads
