@@ -34,20 +34,23 @@ struct KvHeadView {
     std::int64_t slots;        // in use; the last n_new are this step's tokens
 };
 
-// Per-head sums of the attention statistics of the head table, over queries.
-// A query at position p with token t (tokens by position given in the probe):
-//   entropy     -sum p ln p over the slots it sees (nats)
-//   sink        mass on the slot at position 0
-//   prev_token  mass on the slot at position p - 1
-//   echo        mass on earlier slots whose token is t
-//   induction   mass on slots right after an earlier t (position j + 1 < p, token[j] = t)
-// entropy, sink and prev_token count queries at position >= 1; echo and
-// induction count queries whose token occurred before (for induction: at a
-// position j with j + 1 < p), whether or not the head can see the target.
+// Per-head sums of the attention statistics of the head table, over queries
+// (definitions shared with scripts/reference.py and man/heads.7). A query at
+// position t of a sequence whose tokens (by position) the probe holds:
+//   entropy     -sum p ln p over the slots it sees (nats)        every query
+//   sink        mass on the slot at position 0                    every query
+//   prev_token  mass on the slot at position t - 1                t >= 1
+//   induction   mass on position t - L + 1, and                   second-copy queries
+//   echo        mass on position t - L                            of a repeat sequence
+// A repeat sequence has length 2L+1 with tokens[1..L] == tokens[L+1..2L]
+// (BOS, then a span twice); its second-copy queries are t = L+1 .. 2L.
 struct HeadStatSums {
-    double entropy = 0, sink = 0, prev_token = 0, echo = 0, induction = 0;
-    std::int64_t queries = 0, echo_queries = 0, induction_queries = 0;
+    double entropy = 0, sink = 0, prev_token = 0, induction = 0, echo = 0;
+    std::int64_t queries = 0, prev_queries = 0, repeat_queries = 0;
 };
+
+// L when `tokens` is a repeat sequence (above), else 0.
+std::int64_t repeat_span(std::span<const std::int32_t> tokens);
 
 // What the caller wants besides the output; every member optional.
 struct AttentionProbe {

@@ -27,23 +27,10 @@ std::int64_t Groups::largest() const {
 ProbeSink::ProbeSink(const AttentionArgs& args) : a_(args) {
     const AttentionProbe& p = args.probe;
     if (!p.stats) return;
-    has_echo_.assign(std::size_t(args.n_new), 0);
-    has_induction_.assign(std::size_t(args.n_new), 0);
-    const auto& tokens = p.tokens;
-    for (std::int64_t i = 0; i < args.n_new; ++i) {
-        const std::int64_t position = args.positions[std::size_t(i)];
-        if (position < 0 || position >= std::int64_t(tokens.size()))
+    for (auto position : args.positions)
+        if (position < 0 || position >= std::int64_t(p.tokens.size()))
             throw std::invalid_argument("attention: head statistics need the token at every query position");
-        const std::int32_t token = tokens[std::size_t(position)];
-        for (std::int64_t j = 0; j < position; ++j)
-            if (tokens[std::size_t(j)] == token) {
-                has_echo_[std::size_t(i)] = 1;
-                if (j + 1 < position) {
-                    has_induction_[std::size_t(i)] = 1;
-                    break;
-                }
-            }
-    }
+    span_ = repeat_span(p.tokens);
 }
 
 void ProbeSink::consume(std::int64_t h, std::int64_t g, std::int64_t i, const float* row) const {
@@ -59,10 +46,8 @@ void ProbeSink::consume(std::int64_t h, std::int64_t g, std::int64_t i, const fl
         for (std::int64_t s = 0; s < kv.slots; ++s) target[s] += row[s];
     }
     if (!p.stats) return;
-    const std::int64_t position = a_.positions[std::size_t(i)];
-    if (position < 1) return;
-    const std::int32_t token = p.tokens[std::size_t(position)];
-    const std::int64_t n_tokens = std::int64_t(p.tokens.size());
+    const std::int64_t t = a_.positions[std::size_t(i)];
+    const bool repeat = span_ > 0 && t > span_ && t <= 2 * span_;
     double entropy = 0, sink = 0, prev = 0, echo = 0, induction = 0;
     for (std::int64_t s = 0; s < kv.slots; ++s) {
         const double prob = row[s];
@@ -70,25 +55,34 @@ void ProbeSink::consume(std::int64_t h, std::int64_t g, std::int64_t i, const fl
         entropy -= prob * std::log(prob);
         const std::int64_t at = kv.pos[s];
         if (at == 0) sink += prob;
-        if (at == position - 1) prev += prob;
-        if (at >= 0 && at < position && at < n_tokens) {
-            if (p.tokens[std::size_t(at)] == token) echo += prob;
-            if (at >= 1 && p.tokens[std::size_t(at - 1)] == token) induction += prob;
-        }
+        if (at == t - 1) prev += prob;
+        if (repeat && at == t - span_) echo += prob;
+        if (repeat && at == t - span_ + 1) induction += prob;
     }
     HeadStatSums& sums = p.stats[h];
     sums.entropy += entropy;
     sums.sink += sink;
-    sums.prev_token += prev;
     ++sums.queries;
-    if (has_echo_[std::size_t(i)]) {
-        sums.echo += echo;
-        ++sums.echo_queries;
+    if (t >= 1) {
+        sums.prev_token += prev;
+        ++sums.prev_queries;
     }
-    if (has_induction_[std::size_t(i)]) {
+    if (repeat) {
+        sums.echo += echo;
         sums.induction += induction;
-        ++sums.induction_queries;
+        ++sums.repeat_queries;
     }
 }
 
 }  // namespace heads::attention_detail
+
+namespace heads {
+
+std::int64_t repeat_span(std::span<const std::int32_t> tokens) {
+    const std::int64_t n = std::int64_t(tokens.size());
+    if (n < 3 || n % 2 == 0) return 0;
+    const std::int64_t span = (n - 1) / 2;
+    return std::equal(tokens.begin() + 1, tokens.begin() + 1 + span, tokens.begin() + 1 + span) ? span : 0;
+}
+
+}  // namespace heads

@@ -35,7 +35,7 @@ public:
 
 private:
     const AttentionArgs& a_;
-    std::vector<std::uint8_t> has_echo_, has_induction_;  // [n_new]
+    std::int64_t span_ = 0;  // repeat span of the sequence, 0 if it is not one
 };
 
 }  // namespace heads::attention_detail

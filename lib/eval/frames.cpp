@@ -20,9 +20,8 @@ Tensor f32_copy(Shape shape, std::span<const float> values) {
 
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
     for (auto l : request.hidden_layers)
-        if (l < 0 || l > config.n_layers)
-            throw Error("--hidden {}: hidden states are numbered 0 (embeddings) to {} (after the final norm)", l,
-                        config.n_layers);
+        if (l < 0 || l >= config.n_layers)
+            throw Error("--hidden {}: hidden states are numbered by layer, 0 to {}", l, config.n_layers - 1);
     for (auto l : request.attention_layers)
         if (l < 0 || l >= config.n_layers) throw Error("--attention {}: layers are numbered 0 to {}", l, config.n_layers - 1);
 }

@@ -14,7 +14,7 @@ namespace heads {
 
 struct FrameRequest {
     LogitRows logits = LogitRows::last;         // none: no logits frame
-    std::vector<std::int64_t> hidden_layers;    // hidden.L, transformers' numbering (0..n_layers)
+    std::vector<std::int64_t> hidden_layers;    // hidden.L [seq_len, d_model]: residual stream after layer L
     std::vector<std::int64_t> attention_layers; // attention.L [n_heads_l, seq_len, seq_len]
     bool kv = false;                            // the KV cache, with received-attention extras
     std::int64_t recent_queries = 32;

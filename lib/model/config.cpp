@@ -111,7 +111,8 @@ std::vector<LayerHeads> layout_of(const Json& layout, const LlamaConfig& c, cons
             throw Error("{}: a query head is listed twice", at);
         if (std::set(heads.kv_heads.begin(), heads.kv_heads.end()).size() != heads.kv_heads.size())
             throw Error("{}: a KV head is listed twice", at);
-        if (heads.n_heads() > 0 && heads.n_kv_heads() == 0) throw Error("{}: query heads without KV heads", at);
+        if (std::set(heads.kv_head_of.begin(), heads.kv_head_of.end()).size() != heads.kv_heads.size())
+            throw Error("{}: every KV head must serve at least one query head", at);
         out.push_back(std::move(heads));
     }
     return out;
@@ -172,7 +173,8 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     c.n_kv_heads = integer_or(config, "num_key_value_heads", c.n_heads, where);
     c.d_ff = integer(config, "intermediate_size", where);
     c.vocab_size = integer(config, "vocab_size", where);
-    c.max_seq_len = integer_or(config, "max_position_embeddings", 2048, where);
+    const bool mistral = c.architecture == "MistralForCausalLM";
+    c.max_seq_len = integer_or(config, "max_position_embeddings", mistral ? 131072 : 2048, where);
     if (c.n_heads % c.n_kv_heads != 0)
         throw Error("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.n_heads,
                     c.n_kv_heads);
@@ -186,10 +188,8 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
         if (!found->is_boolean()) throw Error("{}: \"tie_word_embeddings\" must be true or false", where);
         c.tie_word_embeddings = found->get<bool>();
     }
-    c.sliding_window = integer_or(config, "sliding_window", 0, where);
-    if (config.contains("use_sliding_window") && config["use_sliding_window"].is_boolean() &&
-        !config["use_sliding_window"].get<bool>())
-        c.sliding_window = 0;
+    // Mistral: transformers' default window is 4096, null means none; Llama has none.
+    if (mistral) c.sliding_window = config.contains("sliding_window") ? integer_or(config, "sliding_window", 0, where) : 4096;
     if (config.value("hidden_act", std::string("silu")) != "silu")
         throw Error("{}: hidden_act \"{}\" is not supported (Llama uses silu)", where, config.value("hidden_act", ""));
     require_false(config, "attention_bias", where);

@@ -115,24 +115,22 @@ ForwardResult Session::forward(const ForwardRequest& request) {
 
     for (std::int64_t l = 0; l < c.n_layers; ++l) {
         const LayerWeights& w = model_->layer(l);
-        keep_hidden(l, x);
         rms_norm({xn_.data(), x, w.attn_norm.data(), n, d, float(c.rms_norm_eps)});
         if (c.layers[std::size_t(l)].n_heads() > 0) attention_layer(l, n, position_span, request.mask, probes);
         rms_norm({xn_.data(), x, w.ffn_norm.data(), n, d, float(c.rms_norm_eps)});
         matmul(ctx_, {gate_up_.data(), xn_.data(), n}, w.gate_up);
         swiglu(ffn_.data(), gate_up_.data(), n, c.d_ff);
         matmul(ctx_, {x, ffn_.data(), n, true}, w.down);
+        keep_hidden(l, x);
     }
 
     ForwardResult result;
-    const bool all_rows = request.final_hidden || request.logits == LogitRows::all ||
-                          (probes && contains(probes->hidden_layers, c.n_layers));
+    const bool all_rows = request.final_hidden || request.logits == LogitRows::all;
     const float eps = float(c.rms_norm_eps);
     if (all_rows)
         rms_norm({xn_.data(), x, model_->final_norm().data(), n, d, eps});
     else if (request.logits == LogitRows::last)
         rms_norm({xn_.data(), x + (n - 1) * d, model_->final_norm().data(), 1, d, eps});
-    keep_hidden(c.n_layers, xn_.data());
     if (request.final_hidden) result.hidden = {xn_.data(), std::size_t(n * d)};
     if (request.logits == LogitRows::all) {
         matmul(ctx_, {logits_.data(), xn_.data(), n}, model_->lm_head());

@@ -27,8 +27,7 @@ enum class LogitRows { none, last, all };
 // Extra outputs for analysis (infer); computing them allocates.
 struct ForwardProbes {
     // Requests.
-    std::vector<std::int64_t> hidden_layers;     // hidden states, transformers' numbering: 0 the embeddings,
-                                                 // L the input of layer L, n_layers the final-norm output
+    std::vector<std::int64_t> hidden_layers;     // hidden states: L is the residual stream after layer L
     std::vector<std::int64_t> attention_layers;  // full attention probabilities of these layers
     bool received = false;                       // attention mass each slot received, every layer
     std::int64_t recent_queries = 32;            // ... and from the last this many queries

@@ -23,6 +23,7 @@ struct Case {
     std::int64_t window = 0;
     bool holes = false;  // some old slots unused (-1) or synthetic (-2)
     bool mask_a_head = false;
+    bool repeat = false;  // tokens form BOS + span + span
 };
 
 struct Built {
@@ -42,6 +43,9 @@ Built build(const Case& c, unsigned seed) {
     const std::int64_t hd = c.head_dim;
     const std::int64_t longest = *std::max_element(c.prefix.begin(), c.prefix.end());
     for (std::int64_t t = 0; t < longest + c.n_new; ++t) b.tokens.push_back(std::int32_t(rng() % 7));  // repeats
+    const std::int64_t span = (longest + c.n_new - 1) / 2;
+    if (c.repeat)  // BOS, then a span twice
+        for (std::int64_t t = 0; t < span; ++t) b.tokens[std::size_t(1 + span + t)] = b.tokens[std::size_t(1 + t)];
     for (std::int64_t i = 0; i < c.n_new; ++i) b.positions.push_back(std::int32_t(longest + (c.tree_mask ? i / 2 : i)));
     for (std::size_t g = 0; g < n_kv; ++g) {
         const std::int64_t slots = c.prefix[g] + c.n_new;
@@ -138,8 +142,8 @@ void compare(const Case& c, unsigned seed, bool probes) {
     for (std::int64_t h = 0; h < n_heads; ++h) {
         const auto &x = fast.stats[std::size_t(h)], &y = slow.stats[std::size_t(h)];
         CHECK(x.queries == y.queries);
-        CHECK(x.echo_queries == y.echo_queries);
-        CHECK(x.induction_queries == y.induction_queries);
+        CHECK(x.prev_queries == y.prev_queries);
+        CHECK(x.repeat_queries == y.repeat_queries);
         CHECK(x.entropy == doctest::Approx(y.entropy).epsilon(1e-4));
         CHECK(x.sink == doctest::Approx(y.sink).epsilon(1e-4));
         CHECK(x.prev_token == doctest::Approx(y.prev_token).epsilon(1e-4));
@@ -227,7 +231,29 @@ TEST_CASE("probes on a plain prefill: every row sums to one, received mass adds 
     double received_total = 0;
     for (float x : received) received_total += x;
     CHECK(received_total == doctest::Approx(4 * 40).epsilon(1e-5));  // every query of every head gives 1
-    CHECK(stats[0].queries == 39);  // positions 1..39
+    CHECK(stats[0].queries == 40);
+    CHECK(stats[0].prev_queries == 39);  // positions 1..39
+}
+
+TEST_CASE("head statistics on a repeat sequence") {
+    Case c{grouped(4, 2), 16, 41, {0, 0}};
+    c.repeat = true;
+    compare(c, 71, true);
+    Built b = build(c, 71);
+    CHECK(repeat_span(b.tokens) == 20);
+    std::vector<float> out(41 * 4 * 16);
+    std::vector<HeadStatSums> stats(4);
+    AttentionArgs args = plain_args(out.data(), b, 64, 64 + 5, 41, 16, c.kv_head_of);
+    args.probe.stats = stats.data();
+    args.probe.tokens = b.tokens;
+    Context ctx(1);
+    AttentionWorkspace ws;
+    attention(ctx, ws, args);
+    CHECK(stats[1].repeat_queries == 20);
+    CHECK(stats[1].induction > 0);
+    CHECK(stats[1].echo > 0);
+    b.tokens[25] += 1;  // no longer a repeat sequence
+    CHECK(repeat_span(b.tokens) == 0);
 }
 
 TEST_CASE("same result for any thread count, bit-identical for the same count") {

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     cli::add_output_option(app, output);
     app.add_option("--logits", logits, "logits of the last position, of all positions, or none")
         ->check(CLI::IsMember({"last", "all", "none"}));
-    app.add_option("--hidden", hidden, "hidden states L,... (0 = embeddings, n_layers = after the final norm)")
+    app.add_option("--hidden", hidden, "hidden states after layers L,...")
         ->delimiter(',');
     app.add_option("--attention", attention, "attention probabilities of layers L,...")->delimiter(',');
     app.add_flag("--kv", kv, "the KV cache, with the attention each slot received");
