@@ -48,6 +48,10 @@ Forward (forward())
     masked. A head mask zeroes that head's attention output before o_proj.
     kv[L]: KvLayer(k [n_kv_heads_l, S, head_dim] after RoPE, v, pos
     [n_kv_heads_l, S]): the past cache followed by the new tokens.
+    received[L], received_recent[L] [n_kv_heads_l, S]: the attention each slot
+    received from all T queries of the call (from the last R), summed over the
+    query heads its KV head serves (the kv frame's kv.L.received and
+    kv.L.received_recent, R = heads.recent_queries).
 
 KV cache continuation
     past = the kv list of an earlier forward (or a kv frame). Slot positions:
@@ -544,6 +548,8 @@ class Output:
     attention: dict = field(default_factory=dict)   # {L: [n_heads_l, T, slots]}
     kv: list = None                                 # [KvLayer] per layer
     final_norm: np.ndarray = None                   # [T, d_model]
+    received: dict = field(default_factory=dict)        # {L: [n_kv_heads_l, slots]}
+    received_recent: dict = field(default_factory=dict)  # {L: [n_kv_heads_l, slots]}
 
 
 def linear(x, w):
@@ -573,9 +579,11 @@ def _visible(q_pos, k_pos, window):
     return seen | (k < -1)
 
 
-def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs):
+def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, recent):
     """One attention block on normalized x [T, d_model]; returns (out [T, d_model],
-    probs [n_heads_l, T, S] or None, KvLayer of past + new)."""
+    probs [n_heads_l, T, S] or None, KvLayer of past + new, received or None);
+    received = ([n_kv_heads_l, S] from all queries, the same from the last
+    `recent` queries) when recent is not None."""
     heads, hd, T = layer.heads, config.head_dim, x.shape[0]
     q = linear(x, layer.wq).reshape(T, heads.n_heads, hd).transpose(1, 0, 2)
     k = linear(x, layer.wk).reshape(T, heads.n_kv_heads, hd).transpose(1, 0, 2)
@@ -599,6 +607,8 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs):
     same_positions = bool(np.all(k_pos == k_pos[:1]))
     probs = np.zeros((heads.n_heads, T, k.shape[1]), x.dtype) if want_probs else None
     heads_out = np.empty((heads.n_heads, T, hd), x.dtype)
+    if recent is not None:
+        got, got_recent = (np.zeros((heads.n_heads, k.shape[1]), x.dtype) for _ in range(2))
     # Blocks of queries: new token j (slot past_slots + j) is invisible to
     # queries before it, so a block needs only the slots up to its last query.
     for b0 in range(0, T, _QUERY_BLOCK):
@@ -620,10 +630,20 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs):
         heads_out[:, b0:b1] = np.einsum("hqk,hdk->hqd", scores, values_t[:, :, :s1])
         if want_probs:
             probs[:, b0:b1, :s1] = scores
+        if recent is not None:
+            got[:, :s1] += scores.sum(axis=1)
+            r0 = max(b0, T - recent)
+            if r0 < b1:
+                got_recent[:, :s1] += scores[:, r0 - b0:].sum(axis=1)
     for h in mask_heads:
         heads_out[h] = 0
     out = linear(heads_out.transpose(1, 0, 2).reshape(T, heads.n_heads * hd), layer.wo)
-    return out, probs, kv
+    received = None
+    if recent is not None:  # per KV head: summed over the query heads it serves
+        received = tuple(np.zeros((heads.n_kv_heads, k.shape[1]), x.dtype) for _ in range(2))
+        np.add.at(received[0], of, got)
+        np.add.at(received[1], of, got_recent)
+    return out, probs, kv, received
 
 
 def _layer_list(spec, n_layers, what):
@@ -653,7 +673,7 @@ def past_length(past):
 
 
 def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads=(), logits="all",
-            hidden=(), attention=(), kv=False, final_norm=False):
+            hidden=(), attention=(), kv=False, final_norm=False, received=None):
     """One forward pass over ids [T] (T >= 1).
 
     past: a KV cache ([KvLayer] per layer) to continue from; start_pos: the
@@ -662,6 +682,11 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
     mask_heads: [(layer, head)] zeroed before o_proj. logits: "all", "last",
     None, or a slice / index array of positions. hidden, attention: layer
     lists. kv: return the cache (past + new). final_norm: return it.
+    received: R (an int) to return, per layer, the attention each slot of
+    the cache (past + new) received, summed over the query heads that read
+    its KV head: from every query of this call (received) and from the last
+    R queries (received_recent). Masked heads still count (their attention
+    is computed, only their output is zeroed).
     Returns Output."""
     c, dt = model.config, model.dtype
     ids = np.asarray(ids, dtype=np.int64)
@@ -690,14 +715,17 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
     for l, layer in enumerate(model.layers):
         layer_past = past[l] if past is not None else None
         if layer.heads.n_heads:
-            a, probs, cache = _attention(layer, rms_norm(x, layer.attn_norm, c.rms_norm_eps), positions, cos, sin,
-                                         layer_past, c, masked.get(l, ()), l in attention_layers)
+            a, probs, cache, got = _attention(layer, rms_norm(x, layer.attn_norm, c.rms_norm_eps), positions, cos,
+                                              sin, layer_past, c, masked.get(l, ()), l in attention_layers, received)
             x = x + a
         else:
             slots = 0 if layer_past is None else layer_past.pos.shape[1]
             probs = np.zeros((0, T, slots + T), dtype=dt)
             cache = KvLayer(np.zeros((0, slots + T, c.head_dim), dt), np.zeros((0, slots + T, c.head_dim), dt),
                             np.zeros((0, slots + T), np.int32))
+            got = (np.zeros((0, slots + T), dt),) * 2
+        if received is not None:
+            out.received[l], out.received_recent[l] = got
         h = rms_norm(x, layer.mlp_norm, c.rms_norm_eps)
         x = x + linear(silu(linear(h, layer.w_gate)) * linear(h, layer.w_up), layer.w_down)
         if l in hidden_layers:
@@ -750,8 +778,32 @@ class Perplexity:
     n_ctx: int
 
 
-def perplexity(model, tokens, n_ctx, mask_heads=(), progress=None):
-    """llama-perplexity's perplexity of tokens (the whole text, BOS first); see the module docstring."""
+def _chunk_nll(model, tokens, n_ctx, c, mask_heads):
+    """The scored -log p of chunk c (llama-perplexity's method)."""
+    first = n_ctx // 2
+    chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+    chunk[0] = model.config.bos_id
+    out = forward(model, chunk, logits=slice(first, n_ctx - 1), mask_heads=mask_heads)
+    return token_nll(out.logits, chunk[first + 1:])
+
+
+_worker_job = None  # (model, tokens, n_ctx, mask_heads) in a --jobs worker process
+
+
+def _worker_init(job):
+    global _worker_job
+    _worker_job = job
+
+
+def _worker_chunk(c):
+    model, tokens, n_ctx, mask_heads = _worker_job
+    return _chunk_nll(model, tokens, n_ctx, c, mask_heads)
+
+
+def perplexity(model, tokens, n_ctx, mask_heads=(), progress=None, jobs=1):
+    """llama-perplexity's perplexity of tokens (the whole text, BOS first); see the
+    module docstring. jobs > 1 spreads the chunks over that many processes (the
+    sums are still taken in chunk order, so the result does not depend on it)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     first = n_ctx // 2
     if n_ctx - first - 1 < 1:
@@ -759,17 +811,25 @@ def perplexity(model, tokens, n_ctx, mask_heads=(), progress=None):
     if tokens.size < 2 * n_ctx:
         raise ValueError(f"perplexity: need at least {2 * n_ctx} tokens for a context of {n_ctx}, have {tokens.size}")
     n_chunks = tokens.size // n_ctx
+    check_mask(model, mask_heads)
     sums = [0.0, 0.0, 0]
-    for c in range(n_chunks):
-        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
-        chunk[0] = model.config.bos_id
-        out = forward(model, chunk, logits=slice(first, n_ctx - 1), mask_heads=mask_heads)
-        nll = token_nll(out.logits, chunk[first + 1:])
+
+    def add(c, nll):
         sums[0] += nll.sum()
         sums[1] += (nll * nll).sum()
         sums[2] += nll.size
         if progress:
             progress(c + 1, n_chunks, math.exp(sums[0] / sums[2]))
+
+    if jobs > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(
+                jobs, _worker_init, ((model, tokens, n_ctx, mask_heads),)) as pool:
+            for c, nll in enumerate(pool.imap(_worker_chunk, range(n_chunks))):
+                add(c, nll)
+    else:
+        for c in range(n_chunks):
+            add(c, _chunk_nll(model, tokens, n_ctx, c, mask_heads))
     count = sums[2]
     mean = sums[0] / count
     var = sums[1] / count - mean * mean
@@ -867,13 +927,18 @@ class HeadStats:
 # KV frames
 
 
-def kv_tensors(kv, dtype=np.float32):
-    """A KV cache -> the frame tensors kv.L.k, kv.L.v (dtype) and kv.L.pos (int32)."""
+def kv_tensors(kv, received=None, received_recent=None, dtype=np.float32):
+    """A KV cache -> the frame tensors kv.L.k, kv.L.v (dtype), kv.L.pos (int32)
+    and, when given ({L: [n_kv_heads_l, slots]}), kv.L.received and
+    kv.L.received_recent (float32), as the engine's `infer --kv` names them."""
     tensors = {}
     for l, layer in enumerate(kv):
         tensors[f"kv.{l}.k"] = np.asarray(layer.k, dtype=dtype)
         tensors[f"kv.{l}.v"] = np.asarray(layer.v, dtype=dtype)
         tensors[f"kv.{l}.pos"] = np.asarray(layer.pos, dtype=np.int32)
+        if received is not None:
+            tensors[f"kv.{l}.received"] = np.asarray(received[l], dtype=np.float32)
+            tensors[f"kv.{l}.received_recent"] = np.asarray(received_recent[l], dtype=np.float32)
     return tensors
 
 
@@ -937,7 +1002,7 @@ def parse_heads(spec):
     return heads
 
 
-def _frames(out, ids, meta):
+def _frames(out, ids, meta, recent_queries):
     """The frames of one sequence, one per kind, in the order logits, hidden, attention, kv."""
     base = dict(meta, **{"heads.tokens": " ".join(map(str, ids))})
     frames = []
@@ -950,7 +1015,9 @@ def _frames(out, ids, meta):
         frames.append(({f"attention.{l}": a.astype(np.float32) for l, a in sorted(out.attention.items())},
                        dict(base, **{"heads.kind": "attention"})))
     if out.kv is not None:
-        frames.append((kv_tensors(out.kv), dict(base, **{"heads.kind": "kv", "heads.policy": "none"})))
+        frames.append((kv_tensors(out.kv, out.received, out.received_recent),
+                       dict(base, **{"heads.kind": "kv", "heads.policy": "full",
+                                     "heads.recent_queries": str(recent_queries)})))
     return frames
 
 
@@ -990,7 +1057,9 @@ def main(argv=None):
                    help="logits frame rows (default: all, or none when --hidden/--attention/--kv is given)")
     p.add_argument("--hidden", metavar="L,..|all", help="hidden states after these layers")
     p.add_argument("--attention", metavar="L,..|all", help="attention probabilities of these layers")
-    p.add_argument("--kv", action="store_true", help="the KV cache frame")
+    p.add_argument("--kv", action="store_true", help="the KV cache frame, with the attention each slot received")
+    p.add_argument("--recent-queries", type=int, default=32, metavar="N",
+                   help="--kv: kv.L.received_recent sums the last N queries (32)")
     p.add_argument("--mask-heads", metavar="L.H,..|@FILE", help="zero these heads' outputs before o_proj")
     p.add_argument("--past", metavar="KV.safetensors", help="continue from this KV frame")
     p.add_argument("--start-pos", type=int, help="position of the first new token (default: after the cache)")
@@ -999,6 +1068,7 @@ def main(argv=None):
     p.add_argument("--ppl", metavar="FILE.ids", help="perplexity of the ids in FILE (all lines, in order)")
     p.add_argument("--ctx", type=int, help="perplexity window (default max_position_embeddings)")
     p.add_argument("--json", action="store_true", help="--ppl: print the result as JSON")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="--ppl: processes to spread the chunks over (1)")
     p.add_argument("--greedy", type=int, metavar="N", help="print N greedy ids after each sequence")
     p.add_argument("--stop-at-eos", action="store_true", help="--greedy: stop after EOS")
     p.add_argument("--head-stats", action="store_true", help="print the head table (TSV) over the sequences")
@@ -1011,7 +1081,7 @@ def main(argv=None):
         if args.ppl:
             tokens = [t for line in read_id_lines(args.ppl) for t in line]
             result = perplexity(model, tokens, args.ctx or model.config.max_position_embeddings, mask,
-                                _progress if sys.stderr.isatty() else None)
+                                _progress if sys.stderr.isatty() else None, args.jobs)
             if args.json:
                 print(json.dumps(result.__dict__))
             else:
@@ -1048,9 +1118,10 @@ def main(argv=None):
             out = forward(model, ids, past=past, start_pos=args.start_pos, mask_heads=mask,
                           logits=None if logits == "none" else logits,
                           hidden=parse_layers(args.hidden, model.config.n_layers),
-                          attention=parse_layers(args.attention, model.config.n_layers), kv=args.kv)
+                          attention=parse_layers(args.attention, model.config.n_layers), kv=args.kv,
+                          received=args.recent_queries if args.kv else None)
             tokens = parse_ids(prefix, "--past heads.tokens") + ids
-            frames += _frames(out, tokens, meta)
+            frames += _frames(out, tokens, meta, args.recent_queries)
         _write_stream(args.out, frames)
         return 0
     except (ValueError, OSError) as e:

@@ -134,6 +134,23 @@ def test_ragged_cache(tmp):
           and max_diff(plain.logits, synthetic.logits) > 1e-3)
 
 
+def test_received(tmp):
+    """Attention received per slot = column sums of the attention, grouped by KV head."""
+    model = ref.load_model(os.path.join(tmp, "pruned"))
+    a = ref.forward(model, [1, 5, 9, 13, 17], kv=True)
+    out = ref.forward(model, [5, 9, 13, 17, 21, 25, 29], past=a.kv, attention=range(4), received=3,
+                      mask_heads=[(0, 1)])
+    ok = True
+    for l, layer in enumerate(model.layers):
+        of = np.asarray(layer.heads.kv_head_of)
+        probs = out.attention[l]  # [n_heads_l, 7, 12]
+        for g in range(layer.heads.n_kv_heads):
+            ok &= max_diff(out.received[l][g], probs[of == g].sum(axis=(0, 1))) < 1e-12
+            ok &= max_diff(out.received_recent[l][g], probs[of == g, -3:].sum(axis=(0, 1))) < 1e-12
+        ok &= out.received[l].shape == (layer.heads.n_kv_heads, 12)
+    check("received attention per slot and KV head", ok and out.received[0].sum() > 0)
+
+
 def test_head_layout(tmp):
     stock = os.path.join(tmp, "gqa-bf16-tied")  # 6 query heads, 2 KV heads, head_dim 16
     listed = derive(stock, os.path.join(tmp, "listed"),
@@ -340,6 +357,7 @@ def test_perplexity(tmp):
     check("perplexity: llama-perplexity's chunks, BOS, second half, standard error",
           result.count == 12 and result.n_chunks == 4 and abs(result.ppl - expected) < 1e-9 * expected
           and abs(result.error - error) < 1e-9 * error, f"{result.ppl:.6f} vs {expected:.6f}")
+    check("perplexity over 2 processes is the same", ref.perplexity(model, tokens, 8, jobs=2) == result)
     try:
         ref.perplexity(model, tokens[:15], 8)
         check("perplexity needs 2*n_ctx tokens", False)
@@ -414,6 +432,8 @@ def test_cli(tmp):
     ok = (r.returncode == 0 and kinds == ["logits", "hidden", "attention", "kv"]
           and max_diff(frames[0][0]["logits"], api.logits) < 1e-5 and frames[1][0]["hidden.3"].shape == (6, 64)
           and frames[2][0]["attention.1"].shape == (0, 6, 6) and frames[3][0]["kv.2.pos"].dtype == np.int32
+          and frames[3][0]["kv.1.received"].shape == (0, 6) and frames[3][1]["heads.recent_queries"] == "32"
+          and max_diff(frames[3][0]["kv.0.received"][0], api.attention[0][[0, 1]].sum(axis=(0, 1))) < 1e-5
           and frames[0][1]["heads.tokens"] == "1 5 9 13 5 9")
     check("cli: frames of every kind", ok, r.stderr.strip())
     r1 = run("--ids", "1 5 9 13", "--kv", "-o", kv_file)
@@ -444,7 +464,7 @@ def run_self():
             if not os.path.exists(os.path.join(tmp, name)):
                 make(tmp, name, *args, seed=len(name))
         for test in (test_safetensors, test_dtypes, test_load_errors, test_kv_continuation, test_ragged_cache,
-                     test_head_layout, test_mask, test_rope_scaling, test_sliding_window, test_perplexity,
+                     test_received, test_head_layout, test_mask, test_rope_scaling, test_sliding_window, test_perplexity,
                      test_greedy, test_head_stats, test_cli):
             test(tmp)
     finally:
