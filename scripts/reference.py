@@ -232,7 +232,11 @@ def frame_bytes(tensors, metadata=None):
 
 def write_safetensors(path, tensors, metadata=None):
     """Writes one frame to path atomically (a temporary name, then rename); "-" is stdout."""
-    blob = frame_bytes(tensors, metadata)
+    write_bytes(path, frame_bytes(tensors, metadata))
+
+
+def write_bytes(path, blob):
+    """blob to path atomically (a temporary name, then rename); "-" is stdout."""
     if path == "-":
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
@@ -1021,18 +1025,6 @@ def _frames(out, ids, meta, recent_queries):
     return frames
 
 
-def _write_stream(path, frames):
-    blob = b"".join(frame_bytes(t, m) for t, m in frames)
-    if path == "-":
-        sys.stdout.buffer.write(blob)
-        sys.stdout.buffer.flush()
-        return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
-
-
 def _progress(done, total, ppl):
     sys.stderr.write(f"\rreference.py: chunk {done}/{total}, PPL {ppl:.4f}")
     if done == total:
@@ -1122,7 +1114,10 @@ def main(argv=None):
                           received=args.recent_queries if args.kv else None)
             tokens = parse_ids(prefix, "--past heads.tokens") + ids
             frames += _frames(out, tokens, meta, args.recent_queries)
-        _write_stream(args.out, frames)
+        write_bytes(args.out, b"".join(frame_bytes(t, m) for t, m in frames))
+        return 0
+    except BrokenPipeError:  # a reader that stopped early (| head): not an error
+        sys.stderr.close()
         return 0
     except (ValueError, OSError) as e:
         print(f"reference.py: {e}", file=sys.stderr)
