@@ -1043,7 +1043,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="Hugging Face model directory")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="math precision (float64)")
-    p.add_argument("--ids", help="one sequence of ids, space-separated")
+    p.add_argument("--ids", help="one sequence of ids, space-separated, taken as given (BOS is not added)")
     p.add_argument("--ids-file", help="id lines, one sequence per line ('-' = stdin)")
     p.add_argument("--logits", choices=("all", "last", "none"),
                    help="logits frame rows (default: all, or none when --hidden/--attention/--kv is given)")
