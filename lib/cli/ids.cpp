@@ -38,6 +38,15 @@ void parse_ids(std::string_view line, std::vector<std::int32_t>& ids) {
     parser.finish(push);
 }
 
+void append_ids(std::string& out, std::span<const std::int32_t> ids) {
+    char digits[16];
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (i > 0) out += ' ';
+        const auto [end, error] = std::to_chars(digits, digits + sizeof digits, ids[i]);
+        out.append(digits, end);
+    }
+}
+
 void check_id(std::int32_t id, std::int64_t vocab_size) {
     if (id < 0 || id >= vocab_size)
         throw Error("token id {} is out of range (vocabulary of {})", id, vocab_size);

@@ -5,6 +5,7 @@
 // decimal that fits an int32 is "bad token id 'x'", never a silent 0.
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,9 @@ private:
 
 // The ids of one whole line (without its '\n').
 void parse_ids(std::string_view line, std::vector<std::int32_t>& ids);
+
+// Appends ids in the id-line format ("1 15043 3186"), without the newline.
+void append_ids(std::string& out, std::span<const std::int32_t> ids);
 
 // Checks 0 <= id < vocab_size; throws heads::Error
 // "token id ID is out of range (vocabulary of N)".

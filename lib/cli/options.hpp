@@ -40,6 +40,8 @@ public:
     explicit LineReader(std::vector<std::string> paths);
     // The next line without its '\n'; false after the last line of the last file.
     bool next(std::string_view& line);
+    // Whether next() can return a line of the current file without blocking.
+    bool line_ready() const { return input_ && input_->has_line(); }
     // "FILE:LINE" of the line returned last, for messages.
     std::string where() const;
 

@@ -85,6 +85,10 @@ bool InputStream::next_line(std::string_view& line) {
     return true;
 }
 
+bool InputStream::has_line() const {
+    return std::memchr(buffer_.data() + begin_, '\n', end_ - begin_) != nullptr || (at_end_ && begin_ < end_);
+}
+
 std::string_view InputStream::next_chunk() {
     if (begin_ == end_ && !fill()) return {};
     std::string_view chunk(buffer_.data() + begin_, end_ - begin_);

@@ -27,6 +27,8 @@ public:
     // The next line without its '\n' (a last line without one counts too);
     // false at the end. The view is valid until the next call.
     bool next_line(std::string_view& line);
+    // Whether a whole line is buffered, so next_line will not block.
+    bool has_line() const;
     // Number of the line next_line returned last (1-based).
     std::size_t line_number() const { return line_number_; }
 

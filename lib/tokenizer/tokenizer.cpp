@@ -85,6 +85,27 @@ void Tokenizer::encode(std::string_view text, std::vector<int>& ids) const {
     if (!status.ok()) throw Error("cannot tokenize: {}", status.message());
 }
 
+void Tokenizer::encode_batch(std::span<const std::string_view> lines, std::vector<std::vector<int>>& ids,
+                             int threads) const {
+    if (ids.size() < lines.size()) ids.resize(lines.size());
+    const auto count = std::int64_t(lines.size());
+    if (threads <= 1 || count < 2) {
+        for (std::int64_t i = 0; i < count; ++i) encode(lines[std::size_t(i)], ids[std::size_t(i)]);
+        return;
+    }
+    // An exception must not leave an OpenMP region: keep the first message.
+    std::string failure;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+    for (std::int64_t i = 0; i < count; ++i) {
+        const auto status = processor_->Encode(lines[std::size_t(i)], &ids[std::size_t(i)]);
+        if (!status.ok()) {
+#pragma omp critical
+            if (failure.empty()) failure = status.message();
+        }
+    }
+    if (!failure.empty()) throw Error("cannot tokenize: {}", failure);
+}
+
 void Tokenizer::encode_pieces(std::string_view text, std::vector<std::string>& pieces) const {
     const auto status = processor_->Encode(text, &pieces);
     if (!status.ok()) throw Error("cannot tokenize: {}", status.message());

@@ -30,6 +30,9 @@ public:
 
     // The ids of `text`, exactly as spm_encode --output_format=id; `ids` is overwritten.
     void encode(std::string_view text, std::vector<int>& ids) const;
+    // Every line's ids (ids[i] for lines[i], overwritten) on `threads`
+    // threads: the processor is read-only while it encodes.
+    void encode_batch(std::span<const std::string_view> lines, std::vector<std::vector<int>>& ids, int threads) const;
     // The pieces of `text`, as spm_encode --output_format=piece.
     void encode_pieces(std::string_view text, std::vector<std::string>& pieces) const;
     // A whole sequence as text, exactly as spm_decode (through StreamDecoder).
