@@ -14,6 +14,7 @@
 #include <string>
 
 #include "attention/detail.hpp"
+#include "ops/fast_exp.hpp"
 #include "ops/matmul.hpp"
 
 namespace heads {
@@ -65,14 +66,17 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
     }
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
         float* row = scores + hi * slots;
-        const float top = slots ? *std::max_element(row, row + slots) : kMinusInf;
+        float top = kMinusInf;
+#pragma omp simd reduction(max : top)
+        for (std::int64_t s = 0; s < slots; ++s) top = row[s] > top ? row[s] : top;
         if (top == kMinusInf) {
             std::fill(row, row + slots, 0.0f);
             continue;
         }
         float total = 0;
+#pragma omp simd reduction(+ : total)
         for (std::int64_t s = 0; s < slots; ++s) {
-            row[s] = std::exp(row[s] - top);
+            row[s] = fast_exp(row[s] - top);
             total += row[s];
         }
         const float inverse = 1.0f / total;
@@ -158,26 +162,31 @@ struct BlockTask {
         for (std::int64_t k0 = 0; k0 < key_end; k0 += kBlockKeys) {
             const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
             gemm(qk, engine, stream, {s, kBlockKeys, q, hd, kv.k + k0 * hd, hd, rows, kn, hd, true, false});
-            bool all_visible = k0 + kn <= base && a.sliding_window == 0;
-            for (std::int64_t c = 0; all_visible && c < kn; ++c) all_visible = kv.pos[k0 + c] != -1;
+            // Causal without a mask is a limit per row; anything else is checked slot by slot.
+            bool simple = !a.mask && a.sliding_window == 0;
+            for (std::int64_t c = 0; simple && c < kn; ++c) simple = kv.pos[k0 + c] != -1;
             for (std::int64_t r = 0; r < rows; ++r) {
                 float* row = s + r * kBlockKeys;
-                if (!all_visible) {
-                    const std::int64_t i = i0 + r % nq;
-                    for (std::int64_t c = 0; c < kn; ++c)
+                const std::int64_t i = i0 + r % nq;
+                const std::int64_t limit = a.mask ? kn : std::clamp<std::int64_t>(base + i + 1 - k0, 0, kn);
+                if (!simple)
+                    for (std::int64_t c = 0; c < limit; ++c)
                         if (!visible(a, kv, base, k0 + c, i)) row[c] = kMinusInf;
-                }
-                const float top = std::max(m[r], *std::max_element(row, row + kn));
+                float top = m[r];
+#pragma omp simd reduction(max : top)
+                for (std::int64_t c = 0; c < limit; ++c) top = row[c] > top ? row[c] : top;
                 if (top == kMinusInf) {
                     std::fill(row, row + kn, 0.0f);
                     continue;
                 }
-                const float correction = std::exp(m[r] - top);
+                const float correction = fast_exp(m[r] - top);
                 float total = 0;
-                for (std::int64_t c = 0; c < kn; ++c) {
-                    row[c] = std::exp(row[c] - top);
+#pragma omp simd reduction(+ : total)
+                for (std::int64_t c = 0; c < limit; ++c) {
+                    row[c] = fast_exp(row[c] - top);
                     total += row[c];
                 }
+                std::fill(row + limit, row + kn, 0.0f);
                 l[r] = l[r] * correction + total;
                 m[r] = top;
                 if (correction != 1.0f) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "model/session.hpp"
@@ -19,6 +20,10 @@ struct FrameRequest {
     bool kv = false;                            // the KV cache, with received-attention extras
     std::int64_t recent_queries = 32;
 };
+
+// "L,L,..." or "all" → layer numbers; throws heads::Error "OPTION: ..." for
+// anything else or a layer the model lacks.
+std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n_layers, std::string_view option);
 
 // Throws heads::Error for a bad layer number (checked before running).
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config);

@@ -49,7 +49,7 @@ void Session::reserve(std::int64_t n, LogitRows logits) {
         widest_attn = std::max(widest_attn, heads.n_heads() * c.head_dim);
     }
     x_.reserve(rows * d);
-    xn_.reserve(rows * d);
+    xn_.reserve((rows + std::size_t(kRowBucket)) * d);  // + a bucket: logits_from shifts the rows read
     qkv_.reserve(rows * std::size_t(widest_qkv));
     attn_.reserve(rows * std::size_t(std::max<std::int64_t>(widest_attn, 1)));
     gate_up_.reserve(rows * std::size_t(2 * c.d_ff));
@@ -97,7 +97,7 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
     // The rows matmul pads to are inputs too: keep them zero.
     zero_rows(x, n, rows, d);
-    zero_rows(xn_.data(), n, rows, d);
+    zero_rows(xn_.data(), n, rows + kRowBucket, d);
     zero_rows(ffn_.data(), n, rows, c.d_ff);
     zero_rows(attn_.data(), n, rows, c.max_layer_heads() * c.head_dim);
 
@@ -133,8 +133,9 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         rms_norm({xn_.data(), x + (n - 1) * d, model_->final_norm().data(), 1, d, eps});
     if (request.final_hidden) result.hidden = {xn_.data(), std::size_t(n * d)};
     if (request.logits == LogitRows::all) {
-        matmul(ctx_, {logits_.data(), xn_.data(), n}, model_->lm_head());
-        result.logits = {logits_.data(), std::size_t(n * c.vocab_size)};
+        const std::int64_t from = std::clamp<std::int64_t>(request.logits_from, 0, n - 1);
+        matmul(ctx_, {logits_.data(), xn_.data() + from * d, n - from}, model_->lm_head());
+        result.logits = {logits_.data(), std::size_t((n - from) * c.vocab_size)};
     } else if (request.logits == LogitRows::last) {
         matmul(ctx_, {logits_.data(), xn_.data() + (all_rows ? (n - 1) * d : 0), 1}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t(c.vocab_size)};

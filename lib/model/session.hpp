@@ -47,12 +47,13 @@ struct ForwardRequest {
     std::span<const std::int32_t> positions;  // empty: next_position() + i
     std::span<const std::uint8_t> mask;       // [n, n], row i = which new tokens i sees; empty: causal
     LogitRows logits = LogitRows::last;
+    std::int64_t logits_from = 0;             // LogitRows::all: only rows logits_from..n-1
     bool final_hidden = false;                // the final-norm hidden state of every new row
     ForwardProbes* probes = nullptr;
 };
 
 struct ForwardResult {
-    std::span<const float> logits;  // [1 or n, vocab_size] (empty for LogitRows::none)
+    std::span<const float> logits;  // [1 or n - logits_from, vocab_size] (empty for LogitRows::none)
     std::span<const float> hidden;  // [n, d_model] when final_hidden
 };
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/fast_exp.hpp"
+
 namespace heads {
 
 void swiglu(float* y, const float* gate_up, std::int64_t rows, std::int64_t d_ff) {
@@ -12,7 +14,7 @@ void swiglu(float* y, const float* gate_up, std::int64_t rows, std::int64_t d_ff
         const float* up = gate + d_ff;
         float* out = y + r * d_ff;
 #pragma omp simd
-        for (std::int64_t i = 0; i < d_ff; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+        for (std::int64_t i = 0; i < d_ff; ++i) out[i] = gate[i] / (1.0f + fast_exp(-gate[i])) * up[i];
     }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ops/activation.hpp"
+#include "ops/fast_exp.hpp"
 #include "ops/matmul.hpp"
 #include "ops/norm.hpp"
 #include "ops/rope.hpp"
@@ -184,4 +185,13 @@ TEST_CASE("swiglu and softmax") {
         CHECK(row[i] == doctest::Approx(std::exp(i + 1.0) / z));
         CHECK(logs[i] == doctest::Approx(i + 1.0 - std::log(z)));
     }
+}
+
+TEST_CASE("fast_exp is within 3e-7 of exp and 0 for -inf") {
+    double worst = 0;
+    for (float x = -87.0f; x < 88.0f; x += 0.0137f) worst = std::max(worst, std::abs(double(fast_exp(x)) / std::exp(double(x)) - 1.0));
+    CHECK(worst < 3e-7);
+    CHECK(fast_exp(-INFINITY) == 0.0f);
+    CHECK(fast_exp(-100.0f) == 0.0f);
+    CHECK(fast_exp(0.0f) == 1.0f);
 }

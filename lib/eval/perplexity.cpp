@@ -1,0 +1,170 @@
+#include "eval/perplexity.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "io/output.hpp"
+#include "ops/activation.hpp"
+#include "safetensors/keys.hpp"
+#include "safetensors/read.hpp"
+#include "safetensors/write.hpp"
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+constexpr std::string_view kLogprobsKind = "logprobs";
+
+// Mean and standard error of the mean from running sums.
+struct Moments {
+    double sum = 0, sum_squares = 0;
+    std::int64_t count = 0;
+    void add(double x) {
+        sum += x;
+        sum_squares += x * x;
+        ++count;
+    }
+    double mean() const { return count ? sum / double(count) : 0; }
+    double stderr_mean() const {
+        if (count < 2) return 0;
+        const double variance = sum_squares / double(count) - mean() * mean();
+        return variance > 0 ? std::sqrt(variance / double(count - 1)) : 0;
+    }
+};
+
+std::int64_t argmax(const float* row, std::int64_t n) { return std::max_element(row, row + n) - row; }
+
+// The base run's saved log-probabilities, checked against this run.
+struct Base {
+    Frame frame;
+    const float* log_probs = nullptr;  // [count, vocab]
+};
+
+Base open_base(const std::filesystem::path& path, const Model& model, std::int64_t ctx, std::span<const std::int32_t> targets) {
+    Base base;
+    base.frame = read_frame_file(path);
+    const std::string where = path.string();
+    const auto kind = base.frame.metadata.find(keys::kind);
+    if (kind == base.frame.metadata.end() || kind->second != kLogprobsKind)
+        throw Error("{}: not a file of log-probabilities written by infer --ppl --save-logits", where);
+    const Tensor& log_probs = base.frame.at("log_probs");
+    const Tensor& saved_targets = base.frame.at("targets");
+    const auto saved_ctx = base.frame.metadata.find("heads.ctx");
+    if (saved_ctx == base.frame.metadata.end() || saved_ctx->second != std::to_string(ctx))
+        throw Error("{}: the base was scored with ctx {}, this run uses {}", where,
+                    saved_ctx == base.frame.metadata.end() ? "?" : saved_ctx->second, ctx);
+    if (log_probs.dtype() != DType::F32 || log_probs.rank() != 2 || log_probs.dim(1) != model.vocab_size())
+        throw Error("{}: log_probs must be F32 [predictions, {}] (this model's vocabulary)", where, model.vocab_size());
+    if (saved_targets.dtype() != DType::I32 || saved_targets.numel() != std::int64_t(targets.size()) ||
+        log_probs.dim(0) != std::int64_t(targets.size()) ||
+        !std::equal(targets.begin(), targets.end(), saved_targets.data<std::int32_t>().begin()))
+        throw Error("{}: the base scored other tokens ({} predictions; this run has {})", where, log_probs.dim(0),
+                    targets.size());
+    base.log_probs = log_probs.data<float>().data();
+    return base;
+}
+
+}  // namespace
+
+PerplexityResult perplexity(Session& session, std::span<const std::int32_t> tokens, const PerplexityOptions& options) {
+    const Model& model = session.model();
+    const std::int64_t vocab = model.vocab_size();
+    const std::int64_t ctx = options.ctx > 0 ? options.ctx : model.context_length();
+    const std::int64_t windows = std::int64_t(tokens.size()) / ctx;
+    if (ctx < 4) throw Error("--ctx {} is too small to score (at least 4)", ctx);
+    if (windows < 2)
+        throw Error("{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a smaller --ctx",
+                    tokens.size(), ctx);
+    const std::int64_t first = ctx / 2, per_window = ctx - 1 - first;
+
+    std::vector<std::int32_t> targets;
+    for (std::int64_t w = 0; w < windows; ++w)
+        for (std::int64_t j = first; j < ctx - 1; ++j) targets.push_back(tokens[std::size_t(w * ctx + j + 1)]);
+
+    std::optional<Base> base;
+    if (!options.kl_base.empty()) base = open_base(options.kl_base, model, ctx, targets);
+    std::optional<AtomicFile> saved;
+    std::optional<FrameWriter> writer;
+    if (!options.save_logits.empty()) {
+        saved.emplace(options.save_logits);
+        Metadata metadata;
+        metadata[std::string(keys::kind)] = std::string(kLogprobsKind);
+        metadata[std::string(keys::model)] = model.fingerprint();
+        metadata["heads.ctx"] = std::to_string(ctx);
+        const std::int64_t count = std::int64_t(targets.size());
+        writer.emplace(saved->get(), std::vector<TensorSpec>{{"targets", DType::I32, {count}}, {"log_probs", DType::F32, {count, vocab}}},
+                       metadata);
+        writer->write(std::span<const std::int32_t>(targets));
+    }
+
+    Moments nll, kl, base_nll;
+    KlResult kl_result;
+    std::vector<std::int32_t> window(static_cast<std::size_t>(ctx));
+    std::vector<float> row(static_cast<std::size_t>(vocab));
+    for (std::int64_t w = 0; w < windows; ++w) {
+        std::copy(tokens.begin() + w * ctx, tokens.begin() + (w + 1) * ctx, window.begin());
+        window[0] = model.config().bos_token_id;
+        session.cache().clear();
+        session.set_next_position(0);
+        ForwardRequest request;
+        request.tokens = window;
+        request.logits = LogitRows::all;
+        request.logits_from = first;
+        const ForwardResult result = session.forward(request);
+        for (std::int64_t j = 0; j < per_window; ++j) {
+            const std::size_t index = std::size_t(w * per_window + j);
+            std::copy_n(result.logits.data() + j * vocab, vocab, row.data());
+            log_softmax(row.data(), vocab);
+            nll.add(-double(row[std::size_t(targets[index])]));
+            if (writer) writer->write(std::span<const float>(row));
+            if (base) {
+                const float* b = base->log_probs + index * std::size_t(vocab);
+                double divergence = 0;
+                for (std::int64_t v = 0; v < vocab; ++v) divergence += std::exp(double(b[v])) * (double(b[v]) - row[std::size_t(v)]);
+                divergence = std::max(divergence, 0.0);
+                kl.add(divergence);
+                kl_result.max = std::max(kl_result.max, divergence);
+                if (argmax(b, vocab) == argmax(row.data(), vocab)) ++kl_result.same_top;
+                base_nll.add(-double(b[targets[index]]));
+            }
+        }
+        if (options.progress) options.progress(w + 1, windows, std::exp(nll.mean()));
+    }
+    if (writer) {
+        writer->finish();
+        saved->commit();
+    }
+
+    PerplexityResult result;
+    result.ppl = std::exp(nll.mean());
+    result.stderr_ppl = result.ppl * nll.stderr_mean();
+    result.count = nll.count;
+    result.windows = windows;
+    result.ctx = ctx;
+    if (base) {
+        kl_result.mean = kl.mean();
+        kl_result.stderr_mean = kl.stderr_mean();
+        kl_result.base_ppl = std::exp(base_nll.mean());
+        result.kl = kl_result;
+    }
+    return result;
+}
+
+std::string format_perplexity(const PerplexityResult& r) {
+    std::string text = fmt::format("PPL = {:.4f} +/- {:.5f}\n", r.ppl, r.stderr_ppl);
+    text += fmt::format("# {} predictions in {} windows of {} tokens\n", r.count, r.windows, r.ctx);
+    if (r.kl) {
+        text += fmt::format("PPL base = {:.4f}\n", r.kl->base_ppl);
+        text += fmt::format("KLD = {:.6f} +/- {:.6f}\n", r.kl->mean, r.kl->stderr_mean);
+        text += fmt::format("KLD max = {:.6f}\n", r.kl->max);
+        text += fmt::format("same top token = {:.3f}% ({}/{})\n", 100.0 * double(r.kl->same_top) / double(r.count),
+                            r.kl->same_top, r.count);
+    }
+    return text;
+}
+
+}  // namespace heads

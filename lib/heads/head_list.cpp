@@ -1,0 +1,66 @@
+#include "heads/head_list.hpp"
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+bool parse_number(std::string_view text, std::int64_t& value) {
+    if (text.empty() || text.front() == '-' || text.front() == '+') return false;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    return error == std::errc() && end == text.data() + text.size();
+}
+
+HeadRef parse_head(std::string_view item) {
+    const auto dot = item.find('.');
+    HeadRef ref;
+    if (dot == std::string_view::npos || !parse_number(item.substr(0, dot), ref.layer) ||
+        !parse_number(item.substr(dot + 1), ref.head))
+        throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
+    return ref;
+}
+
+}  // namespace
+
+std::vector<HeadRef> parse_head_list(std::string_view spec) {
+    std::string text(spec);
+    if (!spec.empty() && spec.front() == '@') {
+        const std::string path(spec.substr(1));
+        std::ifstream in(path);
+        if (!in) throw Error("{}: cannot read the list of heads", path);
+        std::ostringstream content;
+        std::string line;
+        while (std::getline(in, line)) content << line.substr(0, line.find('#')) << '\n';
+        text = content.str();
+    }
+    std::vector<HeadRef> heads;
+    std::string item;
+    for (const char c : text + ",") {
+        if (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            if (!item.empty()) heads.push_back(parse_head(item));
+            item.clear();
+        } else {
+            item += c;
+        }
+    }
+    return heads;
+}
+
+std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads) {
+    std::vector<std::vector<std::uint8_t>> off;
+    for (const auto& layer : config.layers) off.emplace_back(std::size_t(layer.n_heads()), 0);
+    for (const auto& ref : heads) {
+        if (ref.layer >= config.n_layers)
+            throw Error("head {}.{} does not exist (the model has layers 0 to {})", ref.layer, ref.head, config.n_layers - 1);
+        const std::int64_t n = config.layers[std::size_t(ref.layer)].n_heads();
+        if (ref.head >= n) throw Error("head {}.{} does not exist (layer {} has {} heads)", ref.layer, ref.head, ref.layer, n);
+        off[std::size_t(ref.layer)][std::size_t(ref.head)] = 1;
+    }
+    return off;
+}
+
+}  // namespace heads

@@ -1,0 +1,27 @@
+#pragma once
+// Lists of heads as users write them: "L.H,L.H,..." (layer, then the index
+// of the head within that layer's query heads, both from 0), or "@FILE" with
+// such entries separated by commas or whitespace ('#' starts a comment).
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "model/config.hpp"
+
+namespace heads {
+
+struct HeadRef {
+    std::int64_t layer = 0;
+    std::int64_t head = 0;
+    bool operator==(const HeadRef&) const = default;
+};
+
+// Throws heads::Error "bad head 'X' (want LAYER.HEAD)" or "FILE: cannot read".
+std::vector<HeadRef> parse_head_list(std::string_view spec);
+
+// off[l][h] = 1 for the listed heads; throws heads::Error "head L.H does not
+// exist (layer L has N heads)" for a head the model lacks.
+std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads);
+
+}  // namespace heads

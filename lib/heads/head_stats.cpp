@@ -1,0 +1,55 @@
+#include "heads/head_stats.hpp"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace heads {
+
+HeadStats::HeadStats(const LlamaConfig& config) {
+    for (const auto& layer : config.layers) sums_.emplace_back(std::size_t(layer.n_heads()));
+}
+
+void HeadStats::add_sequence(Session& session, std::span<const std::int32_t> tokens) {
+    session.cache().clear();
+    session.set_next_position(0);
+    ForwardProbes probes;
+    probes.stats = &sums_;
+    probes.tokens = tokens;
+    ForwardRequest request;
+    request.tokens = tokens;
+    request.logits = LogitRows::none;
+    request.probes = &probes;
+    session.forward(request);
+    ++sequences_;
+    if (repeat_span(tokens) > 0) ++repeats_;
+}
+
+HeadTable HeadStats::table(const Model& model) const {
+    const LlamaConfig& c = model.config();
+    HeadTable table;
+    table.model = model.fingerprint();
+    table.columns = {"entropy", "sink", "prev_token", "induction", "echo"};
+    std::int64_t queries = 0, repeat_queries = 0;
+    for (const auto& layer : sums_)
+        if (!layer.empty()) {
+            queries = layer[0].queries;
+            repeat_queries = layer[0].repeat_queries;
+            break;
+        }
+    table.comments.push_back(fmt::format(
+        "infer --head-stats: {} sequences, {} queries, {} repeat sequences ({} second-copy queries); "
+        "entropy in nats, the rest attention mass; means over queries",
+        sequences_, queries, repeats_, repeat_queries));
+    auto mean = [](double sum, std::int64_t count) { return count > 0 ? sum / double(count) : NAN; };
+    for (std::int64_t l = 0; l < c.n_layers; ++l)
+        for (std::size_t h = 0; h < sums_[std::size_t(l)].size(); ++h) {
+            const HeadStatSums& s = sums_[std::size_t(l)][h];
+            table.rows.push_back({l, std::int64_t(h), c.layers[std::size_t(l)].kv_head_of[h],
+                                  {mean(s.entropy, s.queries), mean(s.sink, s.queries), mean(s.prev_token, s.prev_queries),
+                                   mean(s.induction, s.repeat_queries), mean(s.echo, s.repeat_queries)}});
+        }
+    return table;
+}
+
+}  // namespace heads

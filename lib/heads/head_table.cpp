@@ -1,0 +1,118 @@
+#include "heads/head_table.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "io/output.hpp"
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+std::vector<std::string> split_tabs(const std::string& line) {
+    std::vector<std::string> fields;
+    std::size_t start = 0;
+    while (true) {
+        const auto tab = line.find('\t', start);
+        fields.push_back(line.substr(start, tab - start));
+        if (tab == std::string::npos) return fields;
+        start = tab + 1;
+    }
+}
+
+std::string format_value(double value) { return std::isnan(value) ? "nan" : fmt::format("{:.6f}", value); }
+
+}  // namespace
+
+std::size_t HeadTable::column(const std::string& name) const {
+    for (std::size_t i = 0; i < columns.size(); ++i)
+        if (columns[i] == name) return i;
+    std::string there;
+    for (const auto& c : columns) there += (there.empty() ? "" : ", ") + c;
+    throw Error("the head table has no column '{}' (it has {})", name, there);
+}
+
+void write_head_table(std::FILE* out, const HeadTable& table) {
+    std::string text = fmt::format("# model {}\n", table.model);
+    for (const auto& comment : table.comments) {
+        text += "# ";
+        text += comment;
+        text += '\n';
+    }
+    text += "layer\thead\tkv_head";
+    for (const auto& column : table.columns) {
+        text += '\t';
+        text += column;
+    }
+    text += "\n";
+    for (const auto& row : table.rows) {
+        text += fmt::format("{}\t{}\t{}", row.layer, row.head, row.kv_head);
+        for (double value : row.values) {
+            text += '\t';
+            text += format_value(value);
+        }
+        text += "\n";
+    }
+    write_all(out, text);
+}
+
+HeadTable read_head_table(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    if (!in) throw Error("{}: cannot read the head table", path.string());
+    HeadTable table;
+    std::string line;
+    std::size_t number = 0;
+    bool header = false;
+    while (std::getline(in, line)) {
+        ++number;
+        const std::string where = fmt::format("{}:{}", path.string(), number);
+        if (line.empty()) continue;
+        if (line[0] == '#') {
+            const std::string comment = line.substr(line.size() > 1 && line[1] == ' ' ? 2 : 1);
+            if (table.model.empty() && comment.rfind("model ", 0) == 0)
+                table.model = comment.substr(6);
+            else
+                table.comments.push_back(comment);
+            continue;
+        }
+        const auto fields = split_tabs(line);
+        if (!header) {
+            if (fields.size() < 3 || fields[0] != "layer" || fields[1] != "head" || fields[2] != "kv_head")
+                throw Error("{}: the header line must start with layer, head, kv_head (tab-separated)", where);
+            table.columns.assign(fields.begin() + 3, fields.end());
+            header = true;
+            continue;
+        }
+        if (fields.size() != table.columns.size() + 3)
+            throw Error("{}: {} fields, the header has {}", where, fields.size(), table.columns.size() + 3);
+        HeadTable::Row row;
+        for (int i = 0; i < 3; ++i) {
+            std::int64_t value = 0;
+            const auto& f = fields[std::size_t(i)];
+            const auto [end, error] = std::from_chars(f.data(), f.data() + f.size(), value);
+            if (error != std::errc() || end != f.data() + f.size() || value < 0)
+                throw Error("{}: '{}' is not a layer/head number", where, f);
+            (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = value;
+        }
+        for (std::size_t i = 3; i < fields.size(); ++i) {
+            const auto& f = fields[i];
+            double value = 0;
+            if (f == "nan") {
+                value = NAN;
+            } else {
+                const auto [end, error] = std::from_chars(f.data(), f.data() + f.size(), value);
+                if (error != std::errc() || end != f.data() + f.size())
+                    throw Error("{}: '{}' in column {} is not a number", where, f, table.columns[i - 3]);
+            }
+            row.values.push_back(value);
+        }
+        table.rows.push_back(std::move(row));
+    }
+    if (!header) throw Error("{}: no header line (layer, head, kv_head, ...)", path.string());
+    return table;
+}
+
+}  // namespace heads

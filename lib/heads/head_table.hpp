@@ -1,0 +1,34 @@
+#pragma once
+// The head table (man/heads.7): TSV with a header line
+//   layer  head  kv_head  <score columns...>
+// one row per head, values printed with 6 decimals ("nan" where undefined),
+// after comment lines that start with '#': the first is "# model FINGERPRINT",
+// the others say how the scores were made.
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace heads {
+
+struct HeadTable {
+    std::string model;                  // fingerprint of the model the scores belong to
+    std::vector<std::string> comments;  // without the leading "# "
+    std::vector<std::string> columns;   // score column names
+    struct Row {
+        std::int64_t layer = 0, head = 0, kv_head = 0;
+        std::vector<double> values;     // one per column
+    };
+    std::vector<Row> rows;
+
+    // Index of a score column; throws heads::Error naming the columns there are.
+    std::size_t column(const std::string& name) const;
+};
+
+void write_head_table(std::FILE* out, const HeadTable& table);
+// Throws heads::Error "PATH:LINE: what is wrong".
+HeadTable read_head_table(const std::filesystem::path& path);
+
+}  // namespace heads
