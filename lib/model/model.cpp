@@ -56,6 +56,8 @@ ComputeType compute_for(Precision precision, const WeightFiles& weights) {
 
 std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::path& dir, const LoadOptions& options) {
     auto model = std::shared_ptr<Model>(new Model());
+    if (!std::filesystem::exists(dir / "config.json"))
+        throw Error("{}: not a model directory (no config.json)", dir.string());
     const std::string config_json = read_text_file(dir / "config.json");
     model->config_ = parse_config(config_json, (dir / "config.json").string());
     model->dir_ = dir;
