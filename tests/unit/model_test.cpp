@@ -1,0 +1,209 @@
+// lib/model's Session API on a random model (scripts/make-random-model):
+// tree masks verify many drafts in one pass, keep_rows and truncate roll the
+// cache back, fork copies it, head masks change between steps, and the
+// config parser rejects what it must.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "kv/kv_frame.hpp"
+#include "model/session.hpp"
+#include "tensor/error.hpp"
+#include "temp_dir.hpp"
+
+using namespace heads;
+
+namespace {
+
+struct RandomModel {
+    test::TempDir dir;
+    Context ctx{1};
+    std::shared_ptr<const Model> model;
+    explicit RandomModel(const std::string& args) {
+        const std::string command = std::string(HEADS_PYTHON) + " " + HEADS_SOURCE_DIR + "/scripts/make-random-model -o " +
+                                    (dir / "m").string() + " --vocab 100 " + args + " > /dev/null";
+        REQUIRE(std::system(command.c_str()) == 0);
+        model = Model::load(ctx, dir / "m");
+    }
+};
+
+ForwardRequest step(std::span<const std::int32_t> tokens, LogitRows rows = LogitRows::all) {
+    ForwardRequest r;
+    r.tokens = tokens;
+    r.logits = rows;
+    return r;
+}
+
+std::vector<float> run(Session& s, const std::vector<std::int32_t>& tokens, LogitRows rows = LogitRows::all) {
+    const ForwardResult r = s.forward(step(tokens, rows));
+    return {r.logits.begin(), r.logits.end()};
+}
+
+std::vector<float> row(const std::vector<float>& logits, std::size_t i, std::size_t vocab) {
+    return {logits.begin() + std::ptrdiff_t(i * vocab), logits.begin() + std::ptrdiff_t((i + 1) * vocab)};
+}
+
+double difference(const std::vector<float>& a, const std::vector<float>& b) {
+    REQUIRE(a.size() == b.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - b[i])));
+    return worst;
+}
+
+constexpr double kTolerance = 1e-4;  // logits of a few units, float32 in different orders
+
+}  // namespace
+
+TEST_CASE("a tree mask verifies branches in one pass; keep_rows keeps the accepted path") {
+    RandomModel m("--d-model 64 --n-layers 2 --n-heads 4 --n-kv-heads 2");
+    const std::size_t vocab = 100;
+    const std::vector<std::int32_t> prompt = {1, 5, 9, 14};
+    // Tree after the prompt: a; b and c both follow a (siblings at one position); d follows c.
+    const std::vector<std::int32_t> tree = {20, 30, 40, 50};
+    const std::vector<std::int32_t> positions = {4, 5, 5, 6};
+    const std::vector<std::uint8_t> mask = {1, 0, 0, 0,   // a
+                                            1, 1, 0, 0,   // b: a b
+                                            1, 0, 1, 0,   // c: a c
+                                            1, 0, 1, 1};  // d: a c d
+    Session session(m.model, m.ctx);
+    run(session, prompt);
+    ForwardRequest request = step(tree);
+    request.positions = positions;
+    request.mask = mask;
+    const ForwardResult result = session.forward(request);
+    const std::vector<float> verified(result.logits.begin(), result.logits.end());
+
+    auto linear = [&](const std::vector<std::int32_t>& tail) {
+        Session plain(m.model, m.ctx);
+        std::vector<std::int32_t> all = prompt;
+        all.insert(all.end(), tail.begin(), tail.end());
+        const auto logits = run(plain, all);
+        return row(logits, all.size() - 1, vocab);
+    };
+    CHECK(difference(row(verified, 0, vocab), linear({20})) < kTolerance);
+    CHECK(difference(row(verified, 1, vocab), linear({20, 30})) < kTolerance);
+    CHECK(difference(row(verified, 2, vocab), linear({20, 40})) < kTolerance);
+    CHECK(difference(row(verified, 3, vocab), linear({20, 40, 50})) < kTolerance);
+
+    // Accept a, c, d: the cache is then the linear sequence's, and continues like it.
+    const std::vector<std::int64_t> accepted = {0, 2, 3};
+    session.keep_rows(accepted);
+    CHECK(session.next_position() == 7);
+    CHECK(session.cache().head(1, 1).slots == 7);
+    CHECK(difference(run(session, {60}), linear({20, 40, 50, 60})) < kTolerance);
+
+    // Rejecting every row of a block leaves the cache as before it.
+    run(session, {70, 71});
+    session.keep_rows({});
+    CHECK(session.next_position() == 8);
+    CHECK(difference(run(session, {61}), linear({20, 40, 50, 60, 61})) < kTolerance);
+}
+
+TEST_CASE("truncate rolls back rejected drafts; fork and copy_from copy a sequence") {
+    RandomModel m("--d-model 64 --n-layers 2 --n-heads 2 --n-kv-heads 1");
+    const std::vector<std::int32_t> prompt = {1, 7, 8, 9, 10, 11};
+    Session session(m.model, m.ctx);
+    run(session, prompt);
+    const auto expected_next = run(session, {42}, LogitRows::last);
+    run(session, {43, 44, 45});  // drafts, then rejected
+    session.truncate(6);
+    CHECK(session.next_position() == 6);
+    CHECK(session.cache().total_slots() == 6 * 2);  // 2 layers x 1 KV head
+    CHECK(difference(run(session, {42}, LogitRows::last), expected_next) == 0);
+
+    auto beam = session.fork();
+    const auto a = run(session, {50}, LogitRows::last);
+    const auto b = run(*beam, {51}, LogitRows::last);
+    Session fresh(m.model, m.ctx);
+    run(fresh, {1, 7, 8, 9, 10, 11, 42});
+    CHECK(difference(run(fresh, {51}, LogitRows::last), b) < kTolerance);
+    beam->copy_from(session);  // the beam becomes the other sequence
+    CHECK(difference(run(*beam, {52}, LogitRows::last), run(session, {52}, LogitRows::last)) == 0);
+    (void)a;
+}
+
+TEST_CASE("a head mask changes between steps, and masking equals zeroing the head") {
+    RandomModel m("--d-model 64 --n-layers 2 --n-heads 4 --n-kv-heads 4");
+    Session session(m.model, m.ctx);
+    const auto plain = run(session, {1, 2, 3}, LogitRows::last);
+    session.cache().clear();
+    session.set_next_position(0);
+    session.set_head_mask({{0, 1, 0, 0}, {0, 0, 0, 0}});
+    const auto masked = run(session, {1, 2, 3}, LogitRows::last);
+    CHECK(difference(plain, masked) > 1e-3);
+    session.set_head_mask({{0, 0, 0, 0}, {0, 0, 0, 0}});
+    session.cache().clear();
+    session.set_next_position(0);
+    CHECK(difference(run(session, {1, 2, 3}, LogitRows::last), plain) == 0);
+    CHECK_THROWS_WITH_AS(session.set_head_mask({{0, 0, 0}, {0, 0, 0, 0}}), "head mask for 3 heads in layer 0, which has 4",
+                         Error);
+}
+
+TEST_CASE("final hidden states, logits of a suffix, and bad requests") {
+    RandomModel m("--d-model 64 --n-layers 1 --n-heads 2");
+    Session session(m.model, m.ctx);
+    const std::vector<std::int32_t> tokens = {1, 2, 3, 4, 5};
+    ForwardRequest request = step(tokens);
+    request.final_hidden = true;
+    request.logits_from = 3;
+    const ForwardResult r = session.forward(request);
+    CHECK(r.hidden.size() == 5 * 64);
+    CHECK(r.logits.size() == 2 * 100);
+    Session other(m.model, m.ctx);
+    const auto all = run(other, tokens);
+    CHECK(difference({r.logits.begin(), r.logits.end()}, {all.begin() + 300, all.end()}) < kTolerance);
+
+    const std::vector<std::int32_t> bad = {1, 100};
+    CHECK_THROWS_WITH_AS(session.forward(step(bad)), "token id 100 is out of range (vocabulary of 100)", Error);
+    ForwardRequest masked = step(tokens);
+    const std::vector<std::uint8_t> short_mask(3, 1);
+    masked.mask = short_mask;
+    CHECK_THROWS_AS(session.forward(masked), Error);
+}
+
+TEST_CASE("a KV frame from another model is refused, clearly") {
+    RandomModel a("--d-model 64 --n-layers 1 --n-heads 2 --seed 1");
+    RandomModel b("--d-model 64 --n-layers 1 --n-heads 2 --seed 2");
+    CHECK(a.model->fingerprint() != b.model->fingerprint());
+    CHECK(a.model->fingerprint().size() == 16);
+    Session session(a.model, a.ctx);
+    run(session, {1, 2, 3});
+    const Frame frame = kv_to_frame(session.cache(), {a.model->fingerprint(), {1, 2, 3}, "full"});
+    Session other(b.model, b.ctx);
+    const std::string expected = "the KV frame is from model " + a.model->fingerprint();
+    CHECK_THROWS_WITH_AS(other.load_cache(kv_from_frame(frame, "cache"), "cache"), doctest::Contains(expected.c_str()),
+                         Error);
+    Session same(a.model, a.ctx);
+    same.load_cache(kv_from_frame(frame, "cache"), "cache");
+    CHECK(same.next_position() == 3);
+}
+
+TEST_CASE("config.json is checked strictly") {
+    const std::string base = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 50)";
+    const LlamaConfig c = parse_config(base + "}", "config.json");
+    CHECK(c.head_dim == 16);
+    CHECK(c.layers[1].kv_head_of == std::vector<std::int32_t>{0, 0, 1, 1});
+    CHECK(c.sliding_window == 0);
+    CHECK_THROWS_WITH_AS(parse_config(R"({"architectures": ["BertModel"]})", "config.json"),
+                         doctest::Contains("unsupported architecture"), Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4}})", "config.json"),
+                         doctest::Contains("unsupported rope_scaling type \"yarn\""), Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": "gelu"})", "config.json"), doctest::Contains("gelu"), Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "head_layout": {"layers": [
+        {"query_heads": [0, 1], "kv_heads": [0, 1], "kv_head_of": [0, 0]},
+        {"query_heads": [], "kv_heads": [], "kv_head_of": []}]}})", "config.json"),
+                         doctest::Contains("every KV head must serve"), Error);
+    const LlamaConfig pruned = parse_config(base + R"(, "head_layout": {"layers": [
+        {"query_heads": [3, 1], "kv_heads": [1], "kv_head_of": [0, 0]},
+        {"query_heads": [], "kv_heads": [], "kv_head_of": []}]}})", "config.json");
+    CHECK(pruned.pruned);
+    CHECK(pruned.layers[0].n_heads() == 2);
+    CHECK(pruned.layers[1].n_kv_heads() == 0);
+    const std::string mistral = R"({"architectures": ["MistralForCausalLM"], "hidden_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 50})";
+    CHECK(parse_config(mistral, "c").sliding_window == 4096);
+}
