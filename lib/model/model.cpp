@@ -1,7 +1,11 @@
 #include "model/model.hpp"
 
-#include <fmt/format.h>
+#include <optional>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "model/weight_cache.hpp"
 #include "model/weights.hpp"
 #include "tensor/error.hpp"
 
@@ -95,24 +99,69 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     }
     const Tensor& final_norm = bind.get("model.norm.weight", {d});
 
+    // The matrices to pack, in a fixed order: from the weight cache when it
+    // holds them for this model, ISA and arithmetic, else packed now (and saved).
     const ComputeType wanted = compute_for(options.precision, *weights);
+    const ComputeType compute = wanted == ComputeType::bf16 && ctx.has_bf16_matmul() ? ComputeType::bf16 : ComputeType::f32;
+    std::vector<CachedMatrixSpec> specs;
+    std::vector<std::vector<Tensor>> sources;
+    auto add = [&](std::string name, std::vector<Tensor> parts) {
+        std::int64_t out = 0;
+        for (const auto& part : parts) out += part.dim(0);
+        specs.push_back({std::move(name), parts[0].dim(1), out});
+        sources.push_back(std::move(parts));
+    };
+    for (std::size_t l = 0; l < tensors.size(); ++l) {
+        const LayerTensors& t = tensors[l];
+        if (t.q) {
+            add(fmt::format("layers.{}.qkv", l), {*t.q, *t.k, *t.v});
+            add(fmt::format("layers.{}.o", l), {*t.o});
+        }
+        add(fmt::format("layers.{}.gate_up", l), {*t.gate, *t.up});
+        add(fmt::format("layers.{}.down", l), {*t.down});
+    }
+    add("lm_head", {*lm_head});
+
+    std::optional<WeightCache> cache;
+    if (const auto directory = WeightCache::directory()) {
+        std::uint64_t bytes = 0;
+        for (const auto& spec : specs) bytes += std::uint64_t(spec.in * spec.out) * (compute == ComputeType::bf16 ? 2 : 4);
+        if (bytes >= WeightCache::kMinimumBytes) {
+            const std::string compute_name = compute == ComputeType::bf16 ? "bf16" : "f32";
+            nlohmann::json key = {{"format", 1}, {"fingerprint", model->fingerprint_}, {"isa", ctx.isa()},
+                                  {"onednn", Context::onednn_version()}, {"compute", compute_name}};
+            for (const auto& file : weights->files())
+                key["files"].push_back({file.path.filename().string(), file.size, file.mtime_ns});
+            cache.emplace(*directory / fmt::format("{}-{}-{}.weights", model->fingerprint_, ctx.isa(), compute_name),
+                          key.dump());
+        }
+    }
+    std::vector<PackedMatrix> packed;
+    if (cache) {
+        if (auto loaded = cache->load(specs, compute)) packed = std::move(*loaded);
+    }
+    if (packed.empty()) {
+        for (const auto& parts : sources) packed.push_back(pack_matrix(ctx, parts, compute));
+        if (cache) cache->save(specs, packed);
+    }
+    model->weight_cache_ = cache ? cache->path() : std::filesystem::path();
+
+    std::size_t next = 0;
     for (const auto& t : tensors) {
         LayerWeights w;
         w.attn_norm = vector_of(*t.attn_norm);
         if (t.q) {
-            const Tensor qkv[] = {*t.q, *t.k, *t.v};
-            w.qkv = pack_matrix(ctx, qkv, wanted);
-            w.o = pack_matrix(ctx, std::span(t.o, 1), wanted);
+            w.qkv = std::move(packed[next++]);
+            w.o = std::move(packed[next++]);
         }
         w.ffn_norm = vector_of(*t.ffn_norm);
-        const Tensor gate_up[] = {*t.gate, *t.up};
-        w.gate_up = pack_matrix(ctx, gate_up, wanted);
-        w.down = pack_matrix(ctx, std::span(t.down, 1), wanted);
+        w.gate_up = std::move(packed[next++]);
+        w.down = std::move(packed[next++]);
         model->layers_.push_back(std::move(w));
     }
     model->final_norm_ = vector_of(final_norm);
-    model->lm_head_ = pack_matrix(ctx, std::span(lm_head, 1), wanted);
-    model->compute_ = model->lm_head_.compute();
+    model->lm_head_ = std::move(packed[next++]);
+    model->compute_ = compute;
     model->files_ = weights;
     return model;
 }

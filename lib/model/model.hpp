@@ -46,6 +46,8 @@ public:
     std::int64_t vocab_size() const { return config_.vocab_size; }
     std::int64_t context_length() const { return config_.max_seq_len; }
     ComputeType compute() const { return compute_; }
+    // The weight cache file used (read or written), or empty.
+    const std::filesystem::path& weight_cache() const { return weight_cache_; }
 
     const LayerWeights& layer(std::int64_t l) const { return layers_[std::size_t(l)]; }
     const std::vector<float>& final_norm() const { return final_norm_; }  // [d_model]
@@ -58,6 +60,7 @@ private:
     std::string fingerprint_;
     std::filesystem::path dir_;
     ComputeType compute_ = ComputeType::f32;
+    std::filesystem::path weight_cache_;
     Tensor embedding_;  // [vocab_size, d_model], a view of the file
     std::shared_ptr<const void> files_;  // keeps the mapped weight files alive
     std::vector<LayerWeights> layers_;

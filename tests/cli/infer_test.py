@@ -171,5 +171,39 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     report(rows_ours.shape == rows_theirs.shape == (8, 8) and np.abs(rows_ours - rows_theirs).max() < 1e-5,
            f"head table values equal the reference's (max difference {np.abs(rows_ours - rows_theirs).max()})")
 
+    # --- the weight cache: written once, then mapped; stale or broken files are rebuilt ---
+    big = os.path.join(tmp, "big")  # lm_head 33000 x 256 f32 = 33 MB, past the 32 MiB threshold
+    subprocess.run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", big, "--vocab", "33000", "--d-model", "256",
+                    "--n-layers", "1", "--n-heads", "4"], check=True, capture_output=True)
+    cache_dir = os.path.join(tmp, "cache")
+    env = dict(os.environ, HEADS_WEIGHT_CACHE=cache_dir)
+
+    def cached_run():
+        done = subprocess.run([INFER, "-m", big, "--logits", "all", ids], capture_output=True, env=env)
+        files = os.listdir(cache_dir) if os.path.isdir(cache_dir) else []
+        path = os.path.join(cache_dir, files[0]) if len(files) == 1 else None
+        return done.returncode, done.stdout, path, (os.stat(path).st_mtime_ns, os.stat(path).st_size) if path else None
+
+    status, first_out, path, first_stat = cached_run()
+    report(status == 0 and path and path.endswith(".weights"), f"the weight cache file is written: {path}")
+    status, out, path, stat = cached_run()
+    report(status == 0 and out == first_out and stat == first_stat, "a second run maps the cache: same output, file untouched")
+    with open(path, "r+b") as f:
+        f.truncate(first_stat[1] // 2)
+    status, out, path, stat = cached_run()
+    report(status == 0 and out == first_out and stat[1] == first_stat[1], "a truncated cache file is rebuilt")
+    with open(path, "r+b") as f:
+        f.seek(first_stat[1] - 100)
+        f.write(b"garbage")
+    status, out, path, stat = cached_run()
+    report(status == 0 and out == first_out and stat[0] != first_stat[0], "a cache file with damaged data is rebuilt")
+    before = stat
+    os.utime(os.path.join(big, "model.safetensors"))
+    status, out, path, stat = cached_run()
+    report(status == 0 and out == first_out and stat[0] != before[0], "a cache file older than the weights is rebuilt")
+    off = subprocess.run([INFER, "-m", big, ids], capture_output=True, env=dict(os.environ, HEADS_WEIGHT_CACHE="off",
+                                                                                XDG_CACHE_HOME=os.path.join(tmp, "xdg")))
+    report(off.returncode == 0 and not os.path.exists(os.path.join(tmp, "xdg")), "HEADS_WEIGHT_CACHE=off writes nothing")
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

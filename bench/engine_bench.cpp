@@ -1,0 +1,98 @@
+// engine_bench: the engine's speed on one model, as scripts/bench reports it
+// (not installed). Loads the model, then times a prefill of --prefill tokens
+// from an empty cache and --decode single-token steps after it, each
+// repeated --reps times; prints TSV rows: what, tokens/s (median, min, max),
+// seconds, peak RSS.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/options.hpp"
+#include "cli/run.hpp"
+#include "model/session.hpp"
+
+using namespace heads;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double peak_rss_mib() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return double(usage.ru_maxrss) / 1024.0;
+}
+
+struct Stats {
+    double median, low, high;
+};
+
+Stats stats(std::vector<double> rates) {
+    std::sort(rates.begin(), rates.end());
+    return {rates[rates.size() / 2], rates.front(), rates.back()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Time the engine: load, prefill, decode", "engine_bench"};
+    std::string model_dir, precision = "auto";
+    int threads = 0, reps = 5;
+    std::int64_t prefill = 512, decode = 64;
+    cli::add_model_option(app, model_dir);
+    cli::add_threads_option(app, threads);
+    app.add_option("--precision", precision)->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    app.add_option("--prefill", prefill, "prompt tokens");
+    app.add_option("--decode", decode, "generated tokens, one per step");
+    app.add_option("--reps", reps, "repetitions (the median is reported)");
+    return cli::run(app, argc, argv, [&] {
+        Context ctx(cli::thread_count(threads));
+        LoadOptions options;
+        options.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        const auto start = Clock::now();
+        const auto model = Model::load(ctx, cli::find_model(model_dir), options);
+        const double load = seconds_since(start);
+        const double load_rss = peak_rss_mib();
+        std::mt19937 rng(1);
+        std::vector<std::int32_t> prompt(static_cast<std::size_t>(prefill));
+        for (auto& id : prompt) id = std::int32_t(3 + rng() % std::uint32_t(model->vocab_size() - 3));
+        Session session(model, ctx, {prefill + decode});
+        std::vector<double> prefill_rates, decode_rates;
+        for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up (primitives, pages)
+            session.cache().clear();
+            session.set_next_position(0);
+            ForwardRequest request;
+            request.tokens = prompt;
+            auto t0 = Clock::now();
+            ForwardResult result = session.forward(request);
+            const double prefill_time = seconds_since(t0);
+            std::int32_t next = std::int32_t(std::max_element(result.logits.begin(), result.logits.end()) - result.logits.begin());
+            t0 = Clock::now();
+            for (std::int64_t i = 0; i < decode; ++i) {
+                request.tokens = std::span(&next, 1);
+                result = session.forward(request);
+                next = std::int32_t(std::max_element(result.logits.begin(), result.logits.end()) - result.logits.begin());
+            }
+            const double decode_time = seconds_since(t0);
+            if (rep == 0) continue;
+            prefill_rates.push_back(double(prefill) / prefill_time);
+            decode_rates.push_back(double(decode) / decode_time);
+        }
+        const Stats p = stats(prefill_rates), d = stats(decode_rates);
+        const std::string compute = model->compute() == ComputeType::bf16 ? "bf16" : "f32";
+        fmt::print("what\ttokens_per_s\tmin\tmax\tdetail\n");
+        fmt::print("load\t-\t-\t-\t{:.3f} s, RSS {:.0f} MiB, compute {}, {} threads, isa {}\n", load, load_rss, compute,
+                   ctx.threads(), ctx.isa());
+        fmt::print("prefill{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps\n", prefill, p.median, p.low, p.high, reps);
+        fmt::print("decode{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps, after the prefill\n", decode, d.median, d.low, d.high, reps);
+        fmt::print("peak_rss\t-\t-\t-\t{:.0f} MiB\n", peak_rss_mib());
+    });
+}

@@ -1,0 +1,57 @@
+#pragma once
+// Repacked weight matrices kept in a file, so a later run maps them instead
+// of packing again: a program in a pipe then starts in milliseconds and still
+// multiplies in oneDNN's preferred layout.
+//
+// Where: $HEADS_WEIGHT_CACHE if set (a directory; "off" disables the cache),
+// else $XDG_CACHE_HOME/heads, else ~/.cache/heads. One file per model, CPU
+// ISA and arithmetic: FINGERPRINT-ISA-COMPUTE.weights. The file starts with
+// "HEADSWC1", a header size and a JSON header holding the key (fingerprint,
+// each weight file's size and modification time, ISA, oneDNN version,
+// arithmetic) and per matrix its shape, oneDNN layout and byte range; the
+// data follows, each matrix page-aligned. A file whose key differs (the model
+// changed, another oneDNN) or that fails a check (truncated, bad header,
+// wrong shape, sampled bytes that do not match) is ignored and rewritten.
+// Files are written under a temporary name and renamed: readers never see
+// half a file. Models whose packed weights are under 32 MiB are not cached
+// (packing them takes milliseconds).
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ops/context.hpp"
+#include "ops/matmul.hpp"
+
+namespace heads {
+
+struct CachedMatrixSpec {
+    std::string name;  // "layers.3.qkv", "lm_head", ...
+    std::int64_t in = 0, out = 0;
+};
+
+class WeightCache {
+public:
+    // `key` identifies what the packed weights were made from; `stem` names the file.
+    WeightCache(std::filesystem::path path, std::string key);
+
+    // The cache directory from the environment; nullopt when disabled.
+    static std::optional<std::filesystem::path> directory();
+    static constexpr std::uint64_t kMinimumBytes = std::uint64_t(32) << 20;
+
+    const std::filesystem::path& path() const { return path_; }
+
+    // The matrices, in `specs` order, mapped from the file; nullopt when the
+    // file is absent, stale or broken.
+    std::optional<std::vector<PackedMatrix>> load(const std::vector<CachedMatrixSpec>& specs, ComputeType compute) const;
+    // Writes them (atomically). Failure to write is not an error: returns false.
+    bool save(const std::vector<CachedMatrixSpec>& specs, const std::vector<PackedMatrix>& matrices) const noexcept;
+
+private:
+    std::filesystem::path path_;
+    std::string key_;
+};
+
+}  // namespace heads
