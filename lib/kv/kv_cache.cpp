@@ -52,7 +52,17 @@ void KvCache::reserve(std::int64_t layer, std::int64_t g, std::int64_t slots) {
     h.k.grow_keep(std::size_t(capacity * head_dim_), std::size_t(h.slots * head_dim_));
     h.v.grow_keep(std::size_t(capacity * head_dim_), std::size_t(h.slots * head_dim_));
     h.pos.grow_keep(std::size_t(capacity), std::size_t(h.slots));
+    if (track_received_) h.received.grow_keep(std::size_t(capacity), std::size_t(h.slots));
     h.capacity = capacity;
+}
+
+void KvCache::track_received(bool on) {
+    track_received_ = on;
+    if (!on) return;
+    for (auto& h : heads_) {
+        h.received.reserve(std::size_t(h.capacity));
+        std::fill(h.received.data(), h.received.data() + h.slots, 0.0f);
+    }
 }
 
 void KvCache::reserve_more(std::int64_t more) {
@@ -68,6 +78,7 @@ void KvCache::keep(std::int64_t layer, std::int64_t g, std::span<const std::int6
     const bool ascending = std::is_sorted(slots.begin(), slots.end()) &&
                            std::adjacent_find(slots.begin(), slots.end()) == slots.end();
     if (!ascending) {
+        std::vector<float> order;
         KvCache one({1}, head_dim_);
         KvHead& copy = one.head(0, 0);
         one.reserve(0, 0, std::int64_t(slots.size()));
@@ -75,7 +86,9 @@ void KvCache::keep(std::int64_t layer, std::int64_t g, std::span<const std::int6
             std::memcpy(copy.k.data() + i * head_dim_, h.k.data() + slots[i] * head_dim_, sizeof(float) * head_dim_);
             std::memcpy(copy.v.data() + i * head_dim_, h.v.data() + slots[i] * head_dim_, sizeof(float) * head_dim_);
             copy.pos.data()[i] = h.pos.data()[slots[i]];
+            if (track_received_) order.push_back(h.received.data()[slots[i]]);
         }
+        if (track_received_) std::copy(order.begin(), order.end(), h.received.data());
         std::memcpy(h.k.data(), copy.k.data(), sizeof(float) * slots.size() * head_dim_);
         std::memcpy(h.v.data(), copy.v.data(), sizeof(float) * slots.size() * head_dim_);
         std::memcpy(h.pos.data(), copy.pos.data(), sizeof(std::int32_t) * slots.size());
@@ -88,6 +101,7 @@ void KvCache::keep(std::int64_t layer, std::int64_t g, std::span<const std::int6
             std::memmove(h.k.data() + to * head_dim_, h.k.data() + from * head_dim_, sizeof(float) * head_dim_);
             std::memmove(h.v.data() + to * head_dim_, h.v.data() + from * head_dim_, sizeof(float) * head_dim_);
             h.pos.data()[to] = h.pos.data()[from];
+            if (track_received_) h.received.data()[to] = h.received.data()[from];
         }
         ++to;
     }
@@ -104,6 +118,7 @@ void KvCache::truncate(std::int64_t n) {
                 std::memmove(h.k.data() + to * head_dim_, h.k.data() + s * head_dim_, sizeof(float) * head_dim_);
                 std::memmove(h.v.data() + to * head_dim_, h.v.data() + s * head_dim_, sizeof(float) * head_dim_);
                 h.pos.data()[to] = position;
+                if (track_received_) h.received.data()[to] = h.received.data()[s];
             }
             ++to;
         }
@@ -118,6 +133,7 @@ void KvCache::clear() {
 void KvCache::copy_from(const KvCache& other) {
     if (other.kv_heads_ != kv_heads_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
+    if (other.track_received_ != track_received_) track_received(other.track_received_);
     for (std::int64_t l = 0; l < n_layers(); ++l)
         for (std::int64_t g = 0; g < n_kv_heads(l); ++g) {
             const KvHead& from = other.head(l, g);
@@ -126,6 +142,7 @@ void KvCache::copy_from(const KvCache& other) {
             std::memcpy(to.k.data(), from.k.data(), sizeof(float) * from.slots * head_dim_);
             std::memcpy(to.v.data(), from.v.data(), sizeof(float) * from.slots * head_dim_);
             std::memcpy(to.pos.data(), from.pos.data(), sizeof(std::int32_t) * from.slots);
+            if (track_received_) std::memcpy(to.received.data(), from.received.data(), sizeof(float) * from.slots);
             to.slots = from.slots;
         }
 }

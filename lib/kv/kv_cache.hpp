@@ -20,6 +20,7 @@ struct KvHead {
     Buffer<float> k;            // [capacity, head_dim]
     Buffer<float> v;            // [capacity, head_dim]
     Buffer<std::int32_t> pos;   // [capacity]
+    Buffer<float> received;     // [capacity] attention mass each slot received, when the cache tracks it
     std::int64_t slots = 0;     // in use
     std::int64_t capacity = 0;
 };
@@ -46,6 +47,12 @@ public:
     // The largest position held (-1 when empty).
     std::int32_t max_position() const;
 
+    // Whether attention adds the mass each slot receives to KvHead::received
+    // at every step (for policies that rank slots by it, such as H2O).
+    // Turning it on starts every count at 0.
+    void track_received(bool on);
+    bool tracks_received() const { return track_received_; }
+
     // Room for `more` new slots in every head, growing storage if needed.
     void reserve_more(std::int64_t more);
     // Room for `slots` slots in one head.
@@ -70,6 +77,7 @@ private:
     std::vector<std::int64_t> kv_heads_;
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
+    bool track_received_ = false;
     std::vector<KvHead> heads_;
 };
 

@@ -167,26 +167,8 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
 }
 
 void Model::embed(float* out, std::int32_t token) const {
-    const std::int64_t d = config_.d_model;
-    const std::byte* row = embedding_.bytes().data() + std::size_t(token) * std::size_t(d) * dtype_size(embedding_.dtype());
-    switch (embedding_.dtype()) {
-    case DType::F32: std::memcpy(out, row, sizeof(float) * std::size_t(d)); break;
-    case DType::BF16:
-        for (std::int64_t i = 0; i < d; ++i) {
-            std::uint16_t bits;
-            std::memcpy(&bits, row + 2 * i, 2);
-            out[i] = bf16_to_f32(bits);
-        }
-        break;
-    case DType::F16:
-        for (std::int64_t i = 0; i < d; ++i) {
-            std::uint16_t bits;
-            std::memcpy(&bits, row + 2 * i, 2);
-            out[i] = f16_to_f32(bits);
-        }
-        break;
-    default: throw Error("embedding dtype {} is not a float type", dtype_name(embedding_.dtype()));
-    }
+    const std::size_t d = std::size_t(config_.d_model);
+    convert_to_f32(out, embedding_.dtype(), embedding_.bytes().data() + std::size_t(token) * d * dtype_size(embedding_.dtype()), d);
 }
 
 }  // namespace heads

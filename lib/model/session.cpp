@@ -167,6 +167,7 @@ void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const st
             std::memcpy(head.v.data() + (base + i) * hd, row + (nh + nkv + g) * hd, sizeof(float) * std::size_t(hd));
             head.pos.data()[base + i] = positions[std::size_t(i)];
         }
+        if (cache_.tracks_received()) std::fill(head.received.data() + base, head.received.data() + base + n, 0.0f);
         head.slots += n;
         views_.push_back(cache_.view(l, g));
     }
@@ -209,7 +210,22 @@ void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const st
             probe.tokens = probes->tokens;
         }
     }
+    const bool track = cache_.tracks_received() && !args.probe.received;
+    if (track) {  // the step's received mass, added to each slot's running total
+        const std::int64_t key_slots = cache_.max_slots(l);
+        received_.reserve(std::size_t(nkv * key_slots));
+        std::fill(received_.data(), received_.data() + nkv * key_slots, 0.0f);
+        args.probe.received = received_.data();
+        args.probe.slot_stride = key_slots;
+    }
     attention(ctx_, attention_ws_, args);
+    if (cache_.tracks_received()) {
+        const float* mass = args.probe.received;
+        for (std::int64_t g = 0; g < nkv; ++g) {
+            KvHead& head = cache_.head(l, g);
+            for (std::int64_t s = 0; s < head.slots; ++s) head.received.data()[s] += mass[g * args.probe.slot_stride + s];
+        }
+    }
     matmul(ctx_, {x_.data(), attn_.data(), n, true}, w.o);
 }
 

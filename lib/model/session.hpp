@@ -127,6 +127,7 @@ private:
     Buffer<float> logits_;   // [rows, vocab_size]
     Buffer<float> cos_, sin_;  // [n, head_dim/2]
     Buffer<std::int32_t> positions_;  // [n]
+    Buffer<float> received_;          // [n_kv_heads_l, slots] a step's received mass, when the cache tracks it
     std::vector<KvHeadView> views_;
 };
 

@@ -73,34 +73,37 @@ Tensor Tensor::reshaped(Shape shape) const {
     return tensor;
 }
 
-std::vector<float> Tensor::to_f32() const {
-    std::vector<float> out(static_cast<std::size_t>(numel()));
-    const auto count = out.size();
-    switch (dtype_) {
-    case DType::F32: std::memcpy(out.data(), data_, count * 4); break;
+void convert_to_f32(float* out, DType dtype, const std::byte* data, std::size_t count) {
+    switch (dtype) {
+    case DType::F32: std::memcpy(out, data, count * 4); break;
     case DType::BF16:
         for (std::size_t i = 0; i < count; ++i) {
             std::uint16_t bits;
-            std::memcpy(&bits, data_ + 2 * i, 2);
+            std::memcpy(&bits, data + 2 * i, 2);
             out[i] = bf16_to_f32(bits);
         }
         break;
     case DType::F16:
         for (std::size_t i = 0; i < count; ++i) {
             std::uint16_t bits;
-            std::memcpy(&bits, data_ + 2 * i, 2);
+            std::memcpy(&bits, data + 2 * i, 2);
             out[i] = f16_to_f32(bits);
         }
         break;
     case DType::F64:
         for (std::size_t i = 0; i < count; ++i) {
             double value;
-            std::memcpy(&value, data_ + 8 * i, 8);
+            std::memcpy(&value, data + 8 * i, 8);
             out[i] = float(value);
         }
         break;
-    default: throw std::invalid_argument(fmt::format("{} tensor is not floating point", dtype_name(dtype_)));
+    default: throw std::invalid_argument(fmt::format("{} tensor is not floating point", dtype_name(dtype)));
     }
+}
+
+std::vector<float> Tensor::to_f32() const {
+    std::vector<float> out(static_cast<std::size_t>(numel()));
+    convert_to_f32(out.data(), dtype_, data_, out.size());
     return out;
 }
 

@@ -29,6 +29,10 @@ template <> constexpr DType dtype_of<std::int16_t>() { return DType::I16; }
 template <> constexpr DType dtype_of<std::int8_t>() { return DType::I8; }
 template <> constexpr DType dtype_of<std::uint8_t>() { return DType::U8; }
 
+// `count` elements of a floating dtype at `data` as float into `out`;
+// throws std::invalid_argument for an integer dtype.
+void convert_to_f32(float* out, DType dtype, const std::byte* data, std::size_t count);
+
 class Tensor {
 public:
     Tensor() = default;

@@ -207,3 +207,31 @@ TEST_CASE("config.json is checked strictly") {
         "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 50})";
     CHECK(parse_config(mistral, "c").sliding_window == 4096);
 }
+
+TEST_CASE("the cache can track the attention each slot receives, step after step") {
+    RandomModel m("--d-model 64 --n-layers 2 --n-heads 4 --n-kv-heads 2");
+    Session session(m.model, m.ctx);
+    session.cache().track_received(true);
+    ForwardProbes probes;
+    probes.received = true;
+    ForwardRequest request = step(std::vector<std::int32_t>{1, 2, 3, 4, 5});
+    const std::vector<std::int32_t> prompt = {1, 2, 3, 4, 5};
+    request.tokens = prompt;
+    request.probes = &probes;
+    session.forward(request);
+    const KvHead& head = session.cache().head(1, 1);
+    double total = 0;
+    for (std::int64_t s = 0; s < head.slots; ++s) {
+        CHECK(head.received.data()[s] == doctest::Approx(probes.received_all[1][std::size_t(5 + s)]));
+        total += head.received.data()[s];
+    }
+    CHECK(total == doctest::Approx(2 * 5));  // 2 query heads read KV head 1, 5 queries each
+    run(session, {6}, LogitRows::last);
+    total = 0;
+    for (std::int64_t s = 0; s < head.slots; ++s) total += head.received.data()[s];
+    CHECK(total == doctest::Approx(2 * 6));
+    const float kept = head.received.data()[4];
+    const std::vector<std::int64_t> recent = {4, 5};
+    session.cache().keep(1, 1, recent);
+    CHECK(head.received.data()[0] == kept);
+}
