@@ -5,7 +5,6 @@
 
 #include "kv/kv_cache.hpp"
 #include "kv/kv_frame.hpp"
-#include "kv/policy.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
 
@@ -101,14 +100,4 @@ TEST_CASE("bad KV frames are refused with their reason") {
     no_pos.add("kv.0.k", frame.at("kv.0.k"));
     no_pos.add("kv.0.v", frame.at("kv.0.v"));
     CHECK_THROWS_WITH_AS(kv_from_frame(no_pos, "f"), doctest::Contains("has kv.0.k but not kv.0.v and kv.0.pos"), Error);
-}
-
-TEST_CASE("policies are made back from their heads.policy name") {
-    auto full = make_kv_policy("full");
-    CHECK(full->name() == "full");
-    KvCache cache({1}, 2);
-    fill(cache, 0, 0, {0, 1, 2});
-    full->apply(cache, {3, 1});
-    CHECK(cache.total_slots() == 3);
-    CHECK_THROWS_WITH_AS(make_kv_policy("razor:0.3"), "unknown KV cache policy 'razor:0.3' (heads knows: full)", Error);
 }
