@@ -24,7 +24,7 @@ std::int32_t parse_id(std::string_view token) {
     std::int32_t id = 0;
     const char* end = token.data() + token.size();
     // from_chars accepts a leading '-', which an id never has.
-    if (token.empty() || token.front() == '-') throw_bad_id(token);
+    if (token.empty() || token.size() > kLongestIdToken || token.front() == '-') throw_bad_id(token);
     const auto [stop, error] = std::from_chars(token.data(), end, id);
     if (error != std::errc() || stop != end) throw_bad_id(token);
     return id;

@@ -14,6 +14,9 @@
 
 namespace heads::cli {
 
+// No id token is longer: a longer one is bad before it is read whole.
+inline constexpr std::size_t kLongestIdToken = 16;
+
 // One id; throws heads::Error "bad token id 'TOKEN'".
 std::int32_t parse_id(std::string_view token);
 [[noreturn]] void throw_bad_id(std::string_view token);
@@ -39,7 +42,7 @@ public:
                 end_token(on_id);
             } else {
                 token_.push_back(c);
-                if (token_.size() > kLongestToken) throw_bad_id(token_);  // no id is this long
+                if (token_.size() > kLongestIdToken) throw_bad_id(token_);  // no id is this long
             }
         }
     }
@@ -55,8 +58,6 @@ public:
     std::size_t line() const { return line_; }
 
 private:
-    static constexpr std::size_t kLongestToken = 16;
-
     template <class OnId> void end_token(OnId&& on_id) {
         if (token_.empty()) return;
         const std::int32_t id = parse_id(token_);
