@@ -24,7 +24,29 @@ install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
+	scripts/bench tokenize
 	scripts/bench
+
+# Each libFuzzer target runs FUZZ_SECONDS; new inputs go to build-fuzz/corpus,
+# crashes to build-fuzz/crashes (copy those worth keeping to tests/fuzz/<target>/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = safetensors ids
+fuzz:
+	@scripts/install-deps --with-fuzz
+	cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADS_FUZZ=ON $(CMAKE_FLAGS)
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS:%=%_fuzz)
+	mkdir -p build-fuzz/crashes
+	for target in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus/$$target && \
+	    build-fuzz/fuzz/$${target}_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 \
+	        -artifact_prefix=build-fuzz/crashes/$$target- build-fuzz/corpus/$$target tests/fuzz/$$target || exit 1; \
+	done
+
+# The whole test suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+sanitize: deps
+	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADS_SANITIZE=ON $(CMAKE_FLAGS)
+	cmake --build build-sanitize -j $(JOBS)
+	cd build-sanitize && ctest --output-on-failure -j $(JOBS)
 
 clean:
 	rm -rf $(BUILD) build-sanitize build-fuzz
