@@ -1,10 +1,13 @@
 // lib/kv: slot edits of the per-head cache and KV frames, ragged heads included.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "kv/kv_cache.hpp"
 #include "kv/kv_frame.hpp"
+#include "kv/policy.hpp"
+#include "ops/rope.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
 
@@ -100,4 +103,106 @@ TEST_CASE("bad KV frames are refused with their reason") {
     no_pos.add("kv.0.k", frame.at("kv.0.k"));
     no_pos.add("kv.0.v", frame.at("kv.0.v"));
     CHECK_THROWS_WITH_AS(kv_from_frame(no_pos, "f"), doctest::Contains("has kv.0.k but not kv.0.v and kv.0.pos"), Error);
+}
+
+TEST_CASE("policies are made back from their heads.policy name") {
+    auto full = make_kv_policy("full");
+    CHECK(full->name() == "full");
+    KvCache cache({1}, 2);
+    fill(cache, 0, 0, {0, 1, 2});
+    full->apply(cache, {3, 1});
+    CHECK(cache.total_slots() == 3);
+    CHECK_THROWS_WITH_AS(make_kv_policy("razor:0.3"), "unknown KV cache policy 'razor:0.3' (heads knows: full, window:SINK:RECENT)", Error);
+}
+
+// KV policies: window eviction with sink re-rotation, position shifts.
+namespace {
+
+constexpr std::int64_t kHeadDim = 8;
+
+Rope test_rope() {
+    Rope rope;
+    rope.head_dim = kHeadDim;
+    rope.theta = 100.0;
+    rope.max_position_embeddings = 64;
+    return rope;
+}
+
+// The key of a token `seed` at `position`, RoPE applied, computed directly.
+std::vector<float> key_at(int seed, std::int32_t position) {
+    std::vector<float> key(kHeadDim);
+    for (int i = 0; i < kHeadDim; ++i) key[std::size_t(i)] = float(std::sin(seed * 1.7 + i));
+    std::vector<double> inv_freq(kHeadDim / 2);
+    rope_inv_freq(inv_freq, test_rope(), 64);
+    std::vector<float> cos(kHeadDim / 2), sin(kHeadDim / 2);
+    rope_tables(cos.data(), sin.data(), {&position, 1}, inv_freq);
+    rope_apply({key.data(), 1, kHeadDim, 1, kHeadDim, cos.data(), sin.data()});
+    return key;
+}
+
+// One layer, one KV head, tokens 0..n-1 at positions 0..n-1 (token seed = position).
+KvCache filled_cache(int n) {
+    KvCache cache({1}, kHeadDim, n);
+    KvHead& head = cache.head(0, 0);
+    for (int s = 0; s < n; ++s) {
+        const auto key = key_at(s, s);
+        std::copy(key.begin(), key.end(), head.k.data() + s * kHeadDim);
+        for (int i = 0; i < kHeadDim; ++i) head.v.data()[s * kHeadDim + i] = float(s);
+        head.pos.data()[s] = s;
+    }
+    head.slots = n;
+    return cache;
+}
+
+std::vector<std::int32_t> slot_positions(const KvCache& cache) {
+    const KvHead& head = cache.head(0, 0);
+    return {head.pos.data(), head.pos.data() + head.slots};
+}
+
+}  // namespace
+
+TEST_CASE("kv policy: window names and their errors") {
+    CHECK(make_kv_policy("window:4:28")->name() == "window:4:28");
+    CHECK(make_kv_policy("window:4:28")->slides());
+    CHECK(make_kv_policy("window:4:28")->span() == 32);
+    CHECK_FALSE(make_kv_policy("full")->slides());
+    for (const char* bad : {"fill", "window", "window:4", "window:4:x", "window:-1:3", "window:4:0", "window:4,28"})
+        CHECK_THROWS_AS(make_kv_policy(bad), Error);
+}
+
+TEST_CASE("kv policy: window keeps sinks and the recent positions, sinks re-rotated next to them") {
+    const Rope rope = test_rope();
+    const auto window = make_kv_policy("window:2:3");
+    KvCache cache = filled_cache(10);
+    window->apply(cache, {5, 0, &rope});  // nothing has left the window yet
+    CHECK(slot_positions(cache).size() == 10);
+    window->apply(cache, {10, 0, &rope});
+    // Tokens 0, 1 (sinks) and 7, 8, 9 (recent); the sinks now sit at 5, 6.
+    CHECK(slot_positions(cache) == std::vector<std::int32_t>{5, 6, 7, 8, 9});
+    const KvHead& head = cache.head(0, 0);
+    const int tokens[] = {0, 1, 7, 8, 9};
+    for (int s = 0; s < 5; ++s) {
+        CHECK(head.v.data()[s * kHeadDim] == float(tokens[s]));  // the right slots survived
+        const auto expected = key_at(tokens[s], head.pos.data()[s]);
+        for (int i = 0; i < kHeadDim; ++i) CHECK(head.k.data()[s * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
+    }
+    // One more step: the sinks move along with the window.
+    const auto key = key_at(10, 10);
+    KvHead& h = cache.head(0, 0);
+    std::copy(key.begin(), key.end(), h.k.data() + 5 * kHeadDim);
+    h.pos.data()[5] = 10;
+    h.slots = 6;
+    window->apply(cache, {11, 1, &rope});
+    CHECK(slot_positions(cache) == std::vector<std::int32_t>{6, 7, 8, 9, 10});
+    const auto sink = key_at(0, 6);
+    for (int i = 0; i < kHeadDim; ++i) CHECK(h.k.data()[i] == doctest::Approx(sink[std::size_t(i)]).epsilon(1e-5));
+}
+
+TEST_CASE("kv policy: shift_positions moves and re-rotates what follows a position") {
+    KvCache cache = filled_cache(6);
+    shift_positions(cache, 4, -3, test_rope());
+    CHECK(slot_positions(cache) == std::vector<std::int32_t>{0, 1, 2, 3, 1, 2});
+    const KvHead& head = cache.head(0, 0);
+    const auto expected = key_at(5, 2);
+    for (int i = 0; i < kHeadDim; ++i) CHECK(head.k.data()[5 * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
 }

@@ -1,0 +1,122 @@
+#include "kv/policy.hpp"
+
+#include <charconv>
+#include <optional>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "tensor/error.hpp"
+
+namespace heads {
+namespace {
+
+// Moves keys (RoPE applied) to other positions by rotating them further.
+class Rotator {
+public:
+    explicit Rotator(const Rope& rope)
+        : rope_(rope), inv_freq_(std::size_t(rope.head_dim / 2)), cos_(inv_freq_.size()), sin_(inv_freq_.size()) {
+        rope_inv_freq(inv_freq_, rope, std::max<std::int64_t>(rope.max_position_embeddings, 1));
+    }
+    // key [head_dim], RoPE applied at some position p: becomes the key at p + delta.
+    void rotate(float* key, std::int32_t delta) {
+        rope_tables(cos_.data(), sin_.data(), {&delta, 1}, inv_freq_);
+        rope_apply({key, 1, rope_.head_dim, 1, rope_.head_dim, cos_.data(), sin_.data()});
+    }
+
+private:
+    Rope rope_;
+    std::vector<double> inv_freq_;
+    std::vector<float> cos_, sin_;
+};
+
+class WindowPolicy final : public KvPolicy {
+public:
+    WindowPolicy(std::int64_t sink, std::int64_t recent) : sink_(sink), recent_(recent) {}
+    std::string name() const override { return fmt::format("window:{}:{}", sink_, recent_); }
+    bool slides() const override { return true; }
+    std::int64_t span() const override { return sink_ + recent_; }
+
+    void apply(KvCache& cache, const KvStep& step) override {
+        const std::int64_t first_recent = step.next_position - recent_;
+        if (first_recent <= sink_) return;  // nothing has left the window yet
+        if (!step.rope) throw Error("the window KV policy needs the model's RoPE");
+        if (!rotator_) rotator_.emplace(*step.rope);  // a policy object serves one model
+        auto& keep = keep_;
+        for (std::int64_t l = 0; l < cache.n_layers(); ++l)
+            for (std::int64_t g = 0; g < cache.n_kv_heads(l); ++g) {
+                KvHead& head = cache.head(l, g);
+                const std::int32_t* pos = head.pos.data();
+                keep.clear();
+                std::int64_t sinks = 0;
+                for (std::int64_t s = 0; s < head.slots; ++s) {
+                    const bool synthetic = pos[s] < 0 && pos[s] != -1;
+                    if (synthetic || pos[s] >= first_recent) {
+                        keep.push_back(s);
+                    } else if (pos[s] >= 0 && sinks < sink_) {
+                        keep.push_back(s);
+                        ++sinks;
+                    }
+                }
+                if (std::int64_t(keep.size()) != head.slots) cache.keep(l, g, keep);
+                // The sinks sit right before the recent window.
+                std::int64_t i = 0;
+                for (std::int64_t s = 0; s < head.slots && i < sinks; ++s) {
+                    std::int32_t& p = head.pos.data()[s];
+                    if (p < 0 || p >= first_recent) continue;
+                    const auto target = std::int32_t(first_recent - sinks + i++);
+                    if (p != target) {
+                        rotator_->rotate(head.k.data() + s * cache.head_dim(), target - p);
+                        p = target;
+                    }
+                }
+            }
+    }
+
+private:
+    std::int64_t sink_, recent_;
+    // Reused at every step (a policy object serves one sequence at a time).
+    std::optional<Rotator> rotator_;
+    std::vector<std::int64_t> keep_;
+};
+
+std::int64_t parse_count(std::string_view text, std::string_view what) {
+    std::int64_t value = -1;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc() || end != text.data() + text.size() || value < 0)
+        throw Error("KV cache policy window: bad {} '{}' (a count >= 0)", what, text);
+    return value;
+}
+
+}  // namespace
+
+std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name) {
+    if (name == "full" || name.empty()) return std::make_unique<FullPolicy>();
+    if (name.starts_with("window:")) {
+        const auto args = name.substr(7);
+        const auto colon = args.find(':');
+        if (colon == std::string_view::npos)
+            throw Error("KV cache policy '{}': window takes SINK:RECENT (e.g. window:4:252)", name);
+        const std::int64_t sink = parse_count(args.substr(0, colon), "sink count");
+        const std::int64_t recent = parse_count(args.substr(colon + 1), "recent count");
+        if (recent < 1) throw Error("KV cache policy '{}': the recent window must hold at least 1 position", name);
+        return std::make_unique<WindowPolicy>(sink, recent);
+    }
+    throw Error("unknown KV cache policy '{}' (heads knows: full, window:SINK:RECENT)", name);
+}
+
+void shift_positions(KvCache& cache, std::int32_t from, std::int32_t delta, const Rope& rope) {
+    Rotator rotator(rope);
+    for (std::int64_t l = 0; l < cache.n_layers(); ++l)
+        for (std::int64_t g = 0; g < cache.n_kv_heads(l); ++g) {
+            KvHead& head = cache.head(l, g);
+            for (std::int64_t s = 0; s < head.slots; ++s) {
+                std::int32_t& p = head.pos.data()[s];
+                if (p < from) continue;
+                rotator.rotate(head.k.data() + s * cache.head_dim(), delta);
+                p += delta;
+            }
+        }
+}
+
+}  // namespace heads

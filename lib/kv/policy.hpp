@@ -1,0 +1,72 @@
+#pragma once
+// The hook through which a KV cache is evicted or compressed. decode applies
+// its policy after every step (so the cache never outgrows what the policy
+// keeps), compress-kv applies one once to a saved cache. A policy may drop
+// slots of any head (KvCache::keep), so heads end up with different numbers
+// of slots, and may add synthetic slots (negative positions other than -1,
+// which attention always sees). It keeps the original positions of the
+// slots it keeps, except a policy that slides (window): it moves slots to
+// new positions and re-rotates their keys (keys are stored after RoPE) with
+// the model's RoPE, which the step gives it.
+//
+// Policies heads knows:
+//   full                 keep everything
+//   window:SINK:RECENT   StreamingLLM (Xiao et al. 2024): the first SINK slots
+//                        of every head (attention sinks) and the slots of the
+//                        last RECENT positions. As StreamingLLM does, the
+//                        model sees distances inside the cache: the sink keys
+//                        are re-rotated to sit right before the recent window,
+//                        so no distance exceeds SINK + RECENT and generation
+//                        goes on past the context length in bounded memory.
+//
+// The policy's name is written to a KV frame's heads.policy, and
+// make_kv_policy() makes the policy back from it, so a consumer keeps
+// applying the policy the cache was compressed with.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kv/kv_cache.hpp"
+#include "ops/rope.hpp"
+
+namespace heads {
+
+// What a policy knows about the step it follows.
+struct KvStep {
+    std::int64_t next_position = 0;  // where the sequence continues
+    std::int64_t new_tokens = 0;     // slots the step appended to every head (0 for a saved cache)
+    const Rope* rope = nullptr;      // the model's RoPE, for a policy that moves slots
+};
+
+class KvPolicy {
+public:
+    virtual ~KvPolicy() = default;
+    // As written to heads.policy, e.g. "full" or "window:4:252"; make_kv_policy(name()) is this policy.
+    virtual std::string name() const = 0;
+    virtual void apply(KvCache& cache, const KvStep& step) = 0;
+    // Whether a sequence may run past the model's context length under this
+    // policy (the distances the model sees stay bounded).
+    virtual bool slides() const { return false; }
+    // The most positions, counted back from the next one, the model may look
+    // at under this policy (0: no bound); decode checks it fits the context.
+    virtual std::int64_t span() const { return 0; }
+};
+
+// Keeps everything.
+class FullPolicy final : public KvPolicy {
+public:
+    std::string name() const override { return "full"; }
+    void apply(KvCache&, const KvStep&) override {}
+};
+
+// The policy a heads.policy value names; throws heads::Error for one it does
+// not know or bad arguments.
+std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name);
+
+// Moves every slot whose position is >= `from` by `delta` positions,
+// re-rotating its key: llama.cpp's context shift (decode --keep).
+void shift_positions(KvCache& cache, std::int32_t from, std::int32_t delta, const Rope& rope);
+
+}  // namespace heads
