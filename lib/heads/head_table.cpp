@@ -1,5 +1,6 @@
 #include "heads/head_table.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -33,6 +34,21 @@ std::size_t HeadTable::column(const std::string& name) const {
     std::string there;
     for (const auto& c : columns) there += (there.empty() ? "" : ", ") + c;
     throw Error("the head table has no column '{}' (it has {})", name, there);
+}
+
+std::vector<HeadRef> HeadTable::top(const std::string& name, std::size_t k) const {
+    const std::size_t c = column(name);
+    const auto value = [&](const Row& row) { return std::isnan(row.values[c]) ? -INFINITY : row.values[c]; };
+    std::vector<const Row*> order;
+    for (const auto& row : rows) order.push_back(&row);
+    std::stable_sort(order.begin(), order.end(), [&](const Row* a, const Row* b) {
+        if (value(*a) != value(*b)) return value(*a) > value(*b);
+        if (a->layer != b->layer) return a->layer < b->layer;
+        return a->head < b->head;
+    });
+    std::vector<HeadRef> out;
+    for (std::size_t i = 0; i < std::min(k, order.size()); ++i) out.push_back({order[i]->layer, order[i]->head});
+    return out;
 }
 
 void write_head_table(std::FILE* out, const HeadTable& table) {

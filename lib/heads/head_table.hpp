@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "heads/head_list.hpp"
+
 namespace heads {
 
 struct HeadTable {
@@ -25,6 +27,9 @@ struct HeadTable {
 
     // Index of a score column; throws heads::Error naming the columns there are.
     std::size_t column(const std::string& name) const;
+    // The k heads with the highest value in a column, best first (ties: lower
+    // layer, then lower head; "nan" ranks last).
+    std::vector<HeadRef> top(const std::string& column, std::size_t k) const;
 };
 
 void write_head_table(std::FILE* out, const HeadTable& table);
