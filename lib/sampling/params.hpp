@@ -22,3 +22,13 @@ struct SamplingParams {
 };
 
 }  // namespace heads::sampling
+
+#include <string_view>
+
+namespace heads::sampling {
+
+// --logit-bias: "ID=BIAS", or llama.cpp's "ID+BIAS" / "ID-BIAS"; BIAS a
+// number or -inf (ban). Throws heads::UsageError.
+std::pair<std::int32_t, float> parse_logit_bias(std::string_view spec);
+
+}  // namespace heads::sampling

@@ -9,6 +9,7 @@
 
 #include "sampling/chain.hpp"
 #include "sampling/distribution.hpp"
+#include "sampling/params.hpp"
 #include "sampling/rng.hpp"
 #include "sampling/speculative.hpp"
 #include "sampling/steps.hpp"
@@ -309,4 +310,14 @@ TEST_CASE("speculative: the output of a draft-then-verify step is distributed as
     // Power: the draft's own distribution is rejected.
     const std::vector<double> wrong(draft.begin(), draft.end());
     CHECK_FALSE(fits(from_draft, wrong, draws));
+}
+
+TEST_CASE("params: --logit-bias spellings") {
+    CHECK(parse_logit_bias("15=2.5") == std::pair<std::int32_t, float>{15, 2.5f});
+    CHECK(parse_logit_bias("15+1") == std::pair<std::int32_t, float>{15, 1.0f});
+    CHECK(parse_logit_bias("15-1.5") == std::pair<std::int32_t, float>{15, -1.5f});
+    CHECK(parse_logit_bias("2-inf").second == -kInf);
+    CHECK(parse_logit_bias("2=-inf").second == -kInf);
+    for (const char* bad : {"", "=1", "x=1", "1=", "1=abc", "1=inf", "-1=2", "1=2x", "1=nan"})
+        CHECK_THROWS_AS(parse_logit_bias(bad), UsageError);
 }

@@ -1,0 +1,186 @@
+// decode: generate continuations of token id lines (or of KV frames), one
+// output line per prompt, each id written the moment it is chosen (man/decode.1).
+#include <optional>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/ids.hpp"
+#include "cli/options.hpp"
+#include "cli/run.hpp"
+#include "decoding/decoder.hpp"
+#include "decoding/writer.hpp"
+#include "safetensors/read.hpp"
+#include "tensor/error.hpp"
+
+using namespace heads;
+using namespace heads::decoding;
+
+namespace {
+// "5,4,5": exactly n non-negative integers.
+std::vector<int> counts(const std::string& text, std::size_t n, const char* option) {
+    std::vector<int> out;
+    std::stringstream in(text);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        int value = -1;
+        if (!CLI::detail::lexical_cast(item, value) || value < 0)
+            throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
+        out.push_back(value);
+    }
+    if (out.size() != n) throw UsageError("{}: {} numbers expected, not '{}'", option, n, text);
+    return out;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Generate tokens: greedy, sampling, beam, contrastive, speculative, head-aware", "decode"};
+    DecodeOptions o;
+    auto& s = o.sampling;
+    std::string model_dir, output, kv, precision = "auto", draft, contrast_heads;
+    std::vector<std::string> inputs, stops, biases, logprobs;
+    int threads = 0;
+    bool text = false, verbose = false;
+    std::string lookup_ngram, lookahead;
+
+    cli::add_model_option(app, model_dir);
+    cli::add_threads_option(app, threads);
+    cli::add_output_option(app, output);
+    app.add_option("-n,--max-tokens", o.limits.max_tokens, "tokens to generate per prompt; -1: until EOS (default 128)")
+        ->check(CLI::Range(std::int64_t(-1), std::int64_t(1) << 40));
+    app.add_flag("--ignore-eos", o.limits.ignore_eos, "EOS is an ordinary token: written, and generation goes on");
+    app.add_option("--stop", stops, "stop after the token that completes STRING in the text (repeatable)");
+    app.add_flag("--text", text, "write text instead of ids (through the model's tokenizer)");
+    app.add_option("--logprobs", logprobs, "K FILE: write each token's log-probability and the K best to FILE (TSV)")
+        ->expected(2);
+    app.add_option("--kv", kv, "continue KV frames from FILE ('-': stdin) instead of reading id lines")
+        ->type_name("FILE");
+    app.add_option("--keep", o.keep, "at the context length, keep the first N positions and drop half the rest");
+    app.add_option("--kv-policy", o.kv_policy, "KV cache policy at every step: full, window:SINK:RECENT");
+    app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
+    app.add_option("--precision", precision, "weight arithmetic: auto, f32, bf16")
+        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+
+    const auto sampling = "Sampling (in this order)";
+    app.add_option("--logit-bias", biases, "ID=BIAS added to a token's logit; ID=-inf bans it (repeatable)")
+        ->group(sampling);
+    app.add_option("--repeat-penalty", s.repeat_penalty, "CTRL repetition penalty (1: off)")->group(sampling);
+    app.add_option("--presence-penalty", s.presence_penalty, "subtracted once from present tokens")->group(sampling);
+    app.add_option("--frequency-penalty", s.frequency_penalty, "subtracted per occurrence")->group(sampling);
+    app.add_option("--repeat-last-n", s.penalty_last_n, "tokens the penalties look at (-1: all; default 64)")
+        ->group(sampling);
+    app.add_option("--no-repeat-ngram", s.no_repeat_ngram, "never repeat an n-gram of this size")->group(sampling);
+    app.add_option("--temp", s.temperature, "temperature; 0 (the default) is greedy")->group(sampling);
+    app.add_option("--top-k", s.top_k, "keep the K most likely (0: off); contrastive search's candidates")
+        ->group(sampling);
+    app.add_option("--top-p", s.top_p, "nucleus: keep the smallest set of mass P (1: off)")->group(sampling);
+    app.add_option("--min-p", s.min_p, "keep tokens at least P times as likely as the best (0: off)")->group(sampling);
+    app.add_option("--typical-p", s.typical_p, "locally typical sampling with mass P (1: off)")->group(sampling);
+    app.add_option("--seed", o.seed, "random seed (default 0); sequence n uses (seed, n)")->group(sampling);
+
+    const auto strategy = "Strategies (one at a time)";
+    app.add_option("--beams", o.beam.beams, "beam search with N beams")->group(strategy);
+    app.add_option("--length-penalty", o.beam.length_penalty, "beam score = logprob / length^P (default 1)")
+        ->group(strategy);
+    app.add_flag("--early-stopping", o.beam.early_stopping, "stop when N hypotheses are finished")->group(strategy);
+    app.add_option("--n-best", o.beam.n_best, "write the K best beams, one line each")->group(strategy);
+    app.add_option("--penalty-alpha", o.penalty_alpha, "contrastive search with degeneration penalty A (and --top-k)")
+        ->group(strategy);
+    app.add_option("--draft", draft, "speculative decoding with this draft model (same tokenizer)")
+        ->type_name("DIR")
+        ->group(strategy);
+    app.add_option("--draft-max", o.draft_max, "draft tokens per step (default 8)")->group(strategy);
+    app.add_option("--draft-p-min", o.draft_p_min, "stop drafting below this top probability (default 0)")
+        ->group(strategy);
+    app.add_option("--prompt-lookup", o.prompt_lookup, "speculative decoding drafting N tokens from the context")
+        ->group(strategy);
+    app.add_option("--lookup-ngram", lookup_ngram, "MIN,MAX n-gram sizes prompt lookup matches (default 1,3)")
+        ->type_name("MIN,MAX")
+        ->group(strategy);
+    app.add_option("--lookahead", lookahead, "lookahead decoding: window W, n-gram size N, candidates G")
+        ->type_name("W,N,G")
+        ->group(strategy);
+    app.add_option("--contrast-heads", contrast_heads, "DeCoRe: contrast with the model with the top heads of FILE masked")
+        ->type_name("FILE")
+        ->group(strategy);
+    app.add_option("--by", o.contrast_by, "the head table's score column (default retrieval)")->group(strategy);
+    app.add_option("--top", o.contrast_top, "how many of its top heads to mask (default 8)")->group(strategy);
+    app.add_option("--alpha", o.contrast.alpha, "contrast at maximal entropy (default 1)")->group(strategy);
+    app.add_option("--contrast-cutoff", o.contrast.cutoff, "drop tokens below B times the best probability (0: off)")
+        ->group(strategy);
+    app.add_option("--mask-heads", o.mask_heads, "generate with these heads ablated: L.H,... or @FILE")
+        ->type_name("HEADS");
+    app.add_option("files", inputs, "id lines (default: stdin)");
+
+    return cli::run(app, argc, argv, [&] {
+        if (!kv.empty() && !inputs.empty()) throw UsageError("give id files or --kv, not both");
+        if (!lookup_ngram.empty()) {
+            const auto sizes = counts(lookup_ngram, 2, "--lookup-ngram");
+            o.lookup_ngram_min = sizes[0], o.lookup_ngram_max = sizes[1];
+        }
+        if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
+        for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
+        o.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        o.draft = draft;
+        o.contrast_heads = contrast_heads;
+        int logprobs_k = 0;
+        if (!logprobs.empty() && (!CLI::detail::lexical_cast(logprobs[0], logprobs_k) || logprobs_k < 0))
+            throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+
+        // KV frames come with the policy that made them, which goes on acting.
+        std::optional<FrameReader> frames;
+        std::optional<Frame> pending_frame;
+        if (!kv.empty()) {
+            frames.emplace(kv);
+            pending_frame = frames->next();
+            if (pending_frame && app.count("--kv-policy") == 0)
+                if (const auto it = pending_frame->metadata.find("heads.policy"); it != pending_frame->metadata.end())
+                    o.kv_policy = it->second;
+        }
+
+        Context context(cli::thread_count(threads));
+        Decoder decoder(context, cli::find_model(model_dir), o);
+        std::optional<Tokenizer> tokenizer;
+        if (text || !stops.empty()) tokenizer.emplace(decoder.model().dir());
+        cli::Output out(output);
+        std::optional<cli::Output> logprobs_out;
+        std::optional<LogprobsWriter> logprobs_writer;
+        if (!logprobs.empty()) {
+            logprobs_out.emplace(logprobs[1]);
+            logprobs_writer.emplace(logprobs_out->get(), logprobs_k);
+        }
+        TokenWriter writer(out.get(), tokenizer ? &*tokenizer : nullptr, text, stops,
+                           logprobs_writer ? &*logprobs_writer : nullptr);
+        if (verbose) fmt::print(stderr, "decode: {}\n", decoder.describe());
+
+        if (frames) {
+            for (; pending_frame; pending_frame = frames->next()) {
+                const std::string where = fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count());
+                const KvFrameContents contents = kv_from_frame(*pending_frame, where);
+                try {
+                    decoder.generate(contents.info.tokens, &contents, writer);
+                } catch (const UsageError&) {
+                    throw;
+                } catch (const Error& error) {
+                    throw Error("{}: {}", where, error.what());
+                }
+            }
+        } else {
+            cli::IdReader reader(inputs, decoder.model().vocab_size());
+            std::vector<std::int32_t> ids;
+            while (reader.next(ids)) {
+                try {
+                    decoder.generate(ids, nullptr, writer);
+                } catch (const UsageError&) {
+                    throw;
+                } catch (const Error& error) {
+                    throw Error("{}: {}", reader.where(), error.what());
+                }
+            }
+        }
+        out.commit();
+        if (logprobs_out) logprobs_out->commit();
+        if (verbose) fmt::print(stderr, "decode: {}\n", decoder.report());
+    });
+}
