@@ -23,8 +23,13 @@ test: build
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)
 
+# The main job on the embedded model, each step printed (scripts/demo).
+demo: build
+	@scripts/demo $(BUILD)
+
 bench: build
 	scripts/bench tokenize
+	scripts/bench decode
 	scripts/bench
 
 # Each libFuzzer target runs FUZZ_SECONDS; new inputs go to build-fuzz/corpus,
