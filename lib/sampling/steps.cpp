@@ -35,6 +35,13 @@ void keep_mass(std::span<float> logits, std::span<const std::int32_t> order, std
     remove_after(logits, order, std::max<std::size_t>(keep, 1));
 }
 
+// The distribution the logits give now, in scratch.probs.
+const std::vector<float>& probabilities(std::span<const float> logits, Scratch& scratch) {
+    scratch.probs.resize(logits.size());
+    softmax(scratch.probs, logits);
+    return scratch.probs;
+}
+
 }  // namespace
 
 void LogitBias::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch&) const {
@@ -102,9 +109,7 @@ std::string TopK::describe() const { return fmt::format("top-k({})", k_); }
 
 void TopP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ >= 1) return;
-    auto& probs = scratch.probs;
-    probs.resize(logits.size());
-    softmax(probs, logits);
+    const auto& probs = probabilities(logits, scratch);
     auto& order = scratch.order;
     present_tokens(logits, order);
     std::sort(order.begin(), order.end(),
@@ -116,9 +121,7 @@ std::string TopP::describe() const { return fmt::format("top-p({})", p_); }
 
 void MinP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ <= 0) return;
-    auto& probs = scratch.probs;
-    probs.resize(logits.size());
-    softmax(probs, logits);
+    const auto& probs = probabilities(logits, scratch);
     const float floor = p_ * probs[argmax(probs)];
     for (std::size_t i = 0; i < logits.size(); ++i)
         if (probs[i] < floor) logits[i] = kRemoved;
@@ -128,9 +131,7 @@ std::string MinP::describe() const { return fmt::format("min-p({})", p_); }
 
 void TypicalP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ >= 1) return;
-    auto& probs = scratch.probs;
-    probs.resize(logits.size());
-    softmax(probs, logits);
+    const auto& probs = probabilities(logits, scratch);
     const double h = entropy(probs);
     auto& order = scratch.order;
     present_tokens(logits, order);

@@ -14,7 +14,8 @@ checked against the numpy reference (scripts/reference.py). Run by ctest:
   decore        DeCoRe = a numpy implementation on reference.py's logits, masked and not
   kv            continuing an infer --kv frame = decoding from the ids
   context       the context length: an error, --keep, --kv-policy window
-  text          --text and --stop through a tokenizer trained here with spm_train
+  text          --text and --stop through a tokenizer trained here with spm_train; drafts
+                must share the tokenizer
   errors        closed pipes, bad options and bad models: clear messages and exit codes
 """
 
@@ -388,8 +389,30 @@ def test_text(tmp):
         check("--stop ends the ids with the token that completes it",
               ids_out == ids[:len(ids_out)] and stop in tok.decode(ids_out) and stop not in tok.decode(ids_out[:-1]),
               f"{stop!r}: {ids_out} {tok.decode(ids_out)!r} of {ids}")
-    rc, _, err = run(DECODE, ["-m", os.path.join(tmp, "..", os.path.basename(tmp), "m"), "--stop", ""], prompt)
+    rc, _, err = run(DECODE, ["-m", m, "--stop", ""], prompt)
     check("an empty --stop: usage error", rc == 2 and "empty stop" in err, err)
+
+    # Drafts must share the tokenizer: same vocabulary size, other pieces.
+    def tokenizer(name, seed):
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        rng = np.random.default_rng(seed)
+        vocab = ["".join(rng.choice(letters, size=rng.integers(2, 7))) for _ in range(300)]
+        text = os.path.join(tmp, name + ".txt")
+        with open(text, "w") as f:
+            for _ in range(2000):
+                f.write(" ".join(rng.choice(vocab, size=10)) + "\n")
+        subprocess.run(["spm_train", f"--input={text}", f"--model_prefix={os.path.join(tmp, name)}",
+                        "--vocab_size=200", "--model_type=bpe", "--minloglevel=2"], check=True, capture_output=True)
+        model = make(tmp, name + "-model", *SHAPES["mha"], "--vocab", 200, seed=seed)
+        os.replace(os.path.join(tmp, name + ".model"), os.path.join(model, "tokenizer.model"))
+        return model
+    a, b = tokenizer("tok-a", 1), tokenizer("tok-b", 2)
+    rc, _, err = run(DECODE, ["-m", a, "--draft", b], "1 5\n")
+    check("a draft with another tokenizer of the same size is refused", rc == 1 and "tokenizer differs" in err, err)
+    rc, out, err = run(DECODE, ["-m", a, "-n", 5, "--draft", a], "1 5\n")
+    check("... the same tokenizer is accepted", rc == 0 and len(out.split()) == 5, err)
+    rc, _, err = run(DECODE, ["-m", a, "--draft", make(tmp, "no-tokenizer", "--vocab", 200, seed=3)], "1 5\n")
+    check("... and a draft without one is refused", rc == 1 and "tokenizer" in err, err)
 
 
 def test_errors(tmp):
