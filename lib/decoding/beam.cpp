@@ -18,7 +18,8 @@ double BeamSearch::score(double logprob, std::size_t length) const {
 }
 
 void BeamSearch::rank(std::span<const std::span<const float>> logprobs) {
-    if (logprobs.size() != beams_.size()) throw Error("beam search: {} rows for {} beams", logprobs.size(), beams_.size());
+    if (logprobs.size() != beams_.size())
+        throw Error("beam search: {} rows for {} beams", logprobs.size(), beams_.size());
     ranked_.clear();
     const auto keep = std::size_t(2 * params_.beams);
     const auto better = [](const Extension& a, const Extension& b) {

@@ -36,7 +36,7 @@ struct Hypothesis {
     std::vector<Logprobs> record;      // per token, when asked for
     double logprob = 0;                // sum, EOS included
     double score = 0;
-    bool ended = false;                // by EOS
+    bool ended = false;  // by EOS
 };
 
 class BeamSearch {

@@ -15,11 +15,12 @@ public:
     Beam(Session& session, const sampling::SamplingParams& sampling, const ContextGuard& guard,
          const BeamOptions& options)
         : root_(session), sampler_(sampling), guard_(guard), options_(options) {
-        if (!sampler_.greedy())
-            throw UsageError("beam search ranks by log-probability: --temp must be 0 with --beams");
+        if (!sampler_.greedy()) throw UsageError("beam search ranks by log-probability: --temp must be 0 with --beams");
     }
 
-    std::string name() const override { return fmt::format("beam search ({} beams), {}", options_.beams, sampler_.describe()); }
+    std::string name() const override {
+        return fmt::format("beam search ({} beams), {}", options_.beams, sampler_.describe());
+    }
 
     void prime(std::span<const std::int32_t> prompt, const KvFrameContents* frame) override {
         prime_session(root_, prompt, frame, guard_);

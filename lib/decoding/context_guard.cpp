@@ -25,7 +25,8 @@ void ContextGuard::make_room(Session& session, std::int64_t n) const {
     if (room(session) >= n) return;
     if (keep_ < 0)
         throw Error(
-            "the context length of {} positions is reached (--keep N drops old positions, --kv-policy window:SINK:RECENT "
+            "the context length of {} positions is reached (--keep N drops old positions, --kv-policy "
+            "window:SINK:RECENT "
             "slides over them)",
             length);
     // llama.cpp's context shift: drop half of what follows the kept start.

@@ -25,9 +25,14 @@ class Contrastive final : public Strategy {
 public:
     Contrastive(Session& session, const sampling::SamplingParams& sampling, const ContextGuard& guard, float alpha,
                 int top_k)
-        : session_(session), sampler_(sampling), guard_(guard), alpha_(alpha), top_k_(top_k),
+        : session_(session),
+          sampler_(sampling),
+          guard_(guard),
+          alpha_(alpha),
+          top_k_(top_k),
           d_model_(session.model().config().d_model) {
-        if (!sampler_.greedy()) throw UsageError("contrastive search is deterministic: --temp must be 0 with --penalty-alpha");
+        if (!sampler_.greedy())
+            throw UsageError("contrastive search is deterministic: --temp must be 0 with --penalty-alpha");
         if (top_k_ < 1) throw UsageError("contrastive search needs --top-k K (the candidates per step, e.g. 4)");
         if (!(alpha_ >= 0 && alpha_ <= 1)) throw UsageError("--penalty-alpha must be in [0, 1], not {}", alpha_);
     }
@@ -87,7 +92,8 @@ public:
                 normalize(h);
                 double penalty = -INFINITY;
                 for (std::size_t at = 0; at < context_.size(); at += std::size_t(d_model_))
-                    penalty = std::max(penalty, double(std::inner_product(h.begin(), h.end(), context_.begin() + std::ptrdiff_t(at), 0.0f)));
+                    penalty = std::max(penalty, double(std::inner_product(
+                                                    h.begin(), h.end(), context_.begin() + std::ptrdiff_t(at), 0.0f)));
                 const double score = (1 - alpha_) * probs_[std::size_t(candidates_[i])] - alpha_ * penalty;
                 if (score > best_score) best_score = score, best = i;
             }

@@ -79,8 +79,9 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         draft_policy_ = make_kv_policy(options.kv_policy);
         draft_guard_ = std::make_unique<ContextGuard>(*draft_model_, draft_policy_.get(), options.keep);
         draft_ = std::make_unique<Session>(draft_model_, ctx);
-        strategy_ = make_speculative(*session_, s, *guard_,
-                                     make_model_drafter(*draft_, s, *draft_guard_, options.draft_max, options.draft_p_min));
+        strategy_ =
+            make_speculative(*session_, s, *guard_,
+                             make_model_drafter(*draft_, s, *draft_guard_, options.draft_max, options.draft_p_min));
     } else if (options.prompt_lookup > 0) {
         strategy_ = make_speculative(
             *session_, s, *guard_,
@@ -121,7 +122,9 @@ void Decoder::generate(std::span<const std::int32_t> prompt, const KvFrameConten
     if (!generation.ended()) generation.end();
 }
 
-std::string Decoder::describe() const { return strategy_->name(); }
+std::string Decoder::describe() const {
+    return strategy_->name();
+}
 
 std::string Decoder::report() const {
     const Stats& s = strategy_->stats();

@@ -26,20 +26,20 @@ struct DecodeOptions {
     std::uint64_t seed = 0;
     Precision precision = Precision::automatic;
     // Strategy: the first that is set (setting two is a usage error).
-    BeamOptions beam;                  // beams > 1
-    float penalty_alpha = -1;          // >= 0: contrastive search (with sampling.top_k candidates)
-    std::filesystem::path draft;       // speculative with a draft model
+    BeamOptions beam;             // beams > 1
+    float penalty_alpha = -1;     // >= 0: contrastive search (with sampling.top_k candidates)
+    std::filesystem::path draft;  // speculative with a draft model
     int draft_max = 8;
     float draft_p_min = 0;
-    int prompt_lookup = 0;             // > 0: speculative with prompt lookup (tokens per draft)
+    int prompt_lookup = 0;  // > 0: speculative with prompt lookup (tokens per draft)
     int lookup_ngram_min = 1, lookup_ngram_max = 3;
-    std::vector<int> lookahead;        // W, N, G: speculative with lookahead
+    std::vector<int> lookahead;            // W, N, G: speculative with lookahead
     std::filesystem::path contrast_heads;  // DeCoRe: a head table
     std::string contrast_by = "retrieval";
     int contrast_top = 8;
     ContrastParams contrast{1.0f, 0.0f};
     // Heads and cache.
-    std::string mask_heads;            // L.H,... (or a file)
+    std::string mask_heads;  // L.H,... (or a file)
     std::string kv_policy = "full";
     std::int64_t keep = -1;
 };

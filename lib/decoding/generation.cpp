@@ -5,7 +5,10 @@
 namespace heads::decoding {
 
 Generation::Generation(const Limits& limits, TokenSink& sink, std::span<const std::int32_t> prompt, sampling::Rng rng)
-    : limits_(limits), sink_(sink), history_(prompt.begin(), prompt.end()), prompt_size_(std::int64_t(prompt.size())),
+    : limits_(limits),
+      sink_(sink),
+      history_(prompt.begin(), prompt.end()),
+      prompt_size_(std::int64_t(prompt.size())),
       rng_(rng) {
     if (limits_.max_tokens == 0) done_ = true;
 }

@@ -60,8 +60,8 @@ private:
         contrasted_.resize(full.size());
         const float floor = contrast_.cutoff * *std::max_element(probs_.begin(), probs_.end());
         for (std::size_t i = 0; i < full.size(); ++i)
-            contrasted_[i] = probs_[i] < floor ? -std::numeric_limits<float>::infinity()
-                                               : float((1 + a) * full[i] - a * masked[i]);
+            contrasted_[i] =
+                probs_[i] < floor ? -std::numeric_limits<float>::infinity() : float((1 + a) * full[i] - a * masked[i]);
         return contrasted_;
     }
 

@@ -225,9 +225,11 @@ public:
         windowed_ = limits.room >= std::int64_t(w_ - 1 + n_ - 2);
         if (!windowed_) return;
         rows_[0][0] = 0;
-        for (int i = 1; i < w_; ++i) rows_[0][std::size_t(i)] = tree.add(rows_[0][std::size_t(i - 1)], levels_[0][std::size_t(i)], false);
+        for (int i = 1; i < w_; ++i)
+            rows_[0][std::size_t(i)] = tree.add(rows_[0][std::size_t(i - 1)], levels_[0][std::size_t(i)], false);
         for (std::size_t j = 1; j < levels_.size(); ++j)
-            for (std::size_t i = 0; i < std::size_t(w_); ++i) rows_[j][i] = tree.add(rows_[j - 1][i], levels_[j][i], false);
+            for (std::size_t i = 0; i < std::size_t(w_); ++i)
+                rows_[j][i] = tree.add(rows_[j - 1][i], levels_[j][i], false);
     }
 
     void update(const TokenTree& tree, std::span<const float> logits, std::span<const std::int32_t> path) override {

@@ -25,7 +25,8 @@ std::vector<std::int32_t> TokenTree::add_path(std::int32_t from, std::span<const
     std::int32_t at = from;
     for (const auto token : tokens) {
         const auto& kids = nodes_[at].children;
-        const auto same = std::find_if(kids.begin(), kids.end(), [&](std::int32_t k) { return nodes_[k].token == token; });
+        const auto same =
+            std::find_if(kids.begin(), kids.end(), [&](std::int32_t k) { return nodes_[k].token == token; });
         at = same != kids.end() ? *same : add(at, token, true);
         path.push_back(at);
     }

@@ -40,7 +40,7 @@ private:
     std::vector<std::string> stops_;
     LogprobsWriter* logprobs_;
     std::unique_ptr<StreamDecoder> decoder_;
-    std::string text_;      // detokenized, not yet written (text mode) or kept for matching
+    std::string text_;  // detokenized, not yet written (text mode) or kept for matching
     std::string piece_;
     std::size_t longest_stop_ = 0;
     std::int64_t sequence_ = 0, step_ = 0;

@@ -14,8 +14,7 @@ void check(const SamplingParams& p) {
     if (p.top_k < 0) throw UsageError("--top-k must be >= 0, not {}", p.top_k);
     if (!(p.top_p > 0 && p.top_p <= 1)) throw UsageError("--top-p must be in (0, 1], not {}", p.top_p);
     if (!(p.min_p >= 0 && p.min_p <= 1)) throw UsageError("--min-p must be in [0, 1], not {}", p.min_p);
-    if (!(p.typical_p > 0 && p.typical_p <= 1))
-        throw UsageError("--typical-p must be in (0, 1], not {}", p.typical_p);
+    if (!(p.typical_p > 0 && p.typical_p <= 1)) throw UsageError("--typical-p must be in (0, 1], not {}", p.typical_p);
     if (!(p.repeat_penalty > 0) || !std::isfinite(p.repeat_penalty))
         throw UsageError("--repeat-penalty must be a number > 0, not {}", p.repeat_penalty);
     if (!std::isfinite(p.presence_penalty) || !std::isfinite(p.frequency_penalty))

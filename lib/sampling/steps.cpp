@@ -27,8 +27,7 @@ void remove_after(std::span<float> logits, std::span<const std::int32_t> order, 
 
 // Keeps the shortest prefix of `order` whose probability mass reaches `mass`
 // (the token that crosses it included, at least one token).
-void keep_mass(std::span<float> logits, std::span<const std::int32_t> order, std::span<const float> probs,
-               float mass) {
+void keep_mass(std::span<float> logits, std::span<const std::int32_t> order, std::span<const float> probs, float mass) {
     double running = 0;
     std::size_t keep = 0;
     while (keep < order.size() && running < mass) running += probs[order[keep++]];
@@ -49,7 +48,9 @@ void LogitBias::apply(std::span<float> logits, std::span<const std::int32_t>, Sc
         if (token >= 0 && std::size_t(token) < logits.size()) logits[token] += bias;
 }
 
-std::string LogitBias::describe() const { return fmt::format("logit-bias({} tokens)", bias_.size()); }
+std::string LogitBias::describe() const {
+    return fmt::format("logit-bias({} tokens)", bias_.size());
+}
 
 void Penalties::apply(std::span<float> logits, std::span<const std::int32_t> history, Scratch& scratch) const {
     const std::size_t n = last_n_ < 0 ? history.size() : std::min(history.size(), std::size_t(last_n_));
@@ -84,14 +85,18 @@ void NoRepeatNgram::apply(std::span<float> logits, std::span<const std::int32_t>
     }
 }
 
-std::string NoRepeatNgram::describe() const { return fmt::format("no-repeat-ngram({})", n_); }
+std::string NoRepeatNgram::describe() const {
+    return fmt::format("no-repeat-ngram({})", n_);
+}
 
 void Temperature::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch&) const {
     const float scale = 1.0f / t_;
     for (auto& l : logits) l *= scale;  // -inf stays -inf
 }
 
-std::string Temperature::describe() const { return fmt::format("temperature({})", t_); }
+std::string Temperature::describe() const {
+    return fmt::format("temperature({})", t_);
+}
 
 void TopK::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     auto& order = scratch.order;
@@ -105,7 +110,9 @@ void TopK::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch
     remove_after(logits, order, k);
 }
 
-std::string TopK::describe() const { return fmt::format("top-k({})", k_); }
+std::string TopK::describe() const {
+    return fmt::format("top-k({})", k_);
+}
 
 void TopP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ >= 1) return;
@@ -117,7 +124,9 @@ void TopP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch
     keep_mass(logits, order, probs, p_);
 }
 
-std::string TopP::describe() const { return fmt::format("top-p({})", p_); }
+std::string TopP::describe() const {
+    return fmt::format("top-p({})", p_);
+}
 
 void MinP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ <= 0) return;
@@ -127,7 +136,9 @@ void MinP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch
         if (probs[i] < floor) logits[i] = kRemoved;
 }
 
-std::string MinP::describe() const { return fmt::format("min-p({})", p_); }
+std::string MinP::describe() const {
+    return fmt::format("min-p({})", p_);
+}
 
 void TypicalP::apply(std::span<float> logits, std::span<const std::int32_t>, Scratch& scratch) const {
     if (p_ >= 1) return;
@@ -145,6 +156,8 @@ void TypicalP::apply(std::span<float> logits, std::span<const std::int32_t>, Scr
     keep_mass(logits, order, probs, p_);
 }
 
-std::string TypicalP::describe() const { return fmt::format("typical-p({})", p_); }
+std::string TypicalP::describe() const {
+    return fmt::format("typical-p({})", p_);
+}
 
 }  // namespace heads::sampling

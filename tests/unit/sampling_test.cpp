@@ -197,8 +197,9 @@ TEST_CASE("chain: documented order, greedy ignores the shaping steps") {
           "logit-bias(1 tokens) > penalties(repeat 1.1, presence 0, frequency 0, last 64) > no-repeat-ngram(3) > "
           "temperature(0.7) > top-k(40) > top-p(0.9) > min-p(0.05) > typical-p(0.95) > draw");
     params.temperature = 0;
-    CHECK(Sampler(params).describe() ==
-          "logit-bias(1 tokens) > penalties(repeat 1.1, presence 0, frequency 0, last 64) > no-repeat-ngram(3) > argmax");
+    CHECK(
+        Sampler(params).describe() ==
+        "logit-bias(1 tokens) > penalties(repeat 1.1, presence 0, frequency 0, last 64) > no-repeat-ngram(3) > argmax");
     // Greedy with a penalty: the repeated best token loses to the next one.
     SamplingParams penalized;
     penalized.repeat_penalty = 1.1f;

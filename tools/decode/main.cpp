@@ -44,84 +44,73 @@ int main(int argc, char** argv) {
     bool text = false, verbose = false;
     std::string lookup_ngram, lookahead;
 
+    // One option per line: name, variable, value name, help, help group.
+    std::string group;
+    const auto option = [&](const char* name, auto& value, const char* type, const char* help) {
+        return app.add_option(name, value, help)->type_name(type)->group(group.empty() ? "Options" : group);
+    };
     cli::add_model_option(app, model_dir);
     cli::add_threads_option(app, threads);
     cli::add_output_option(app, output);
-    app.add_option("-n,--max-tokens", o.limits.max_tokens, "tokens to generate per prompt; -1: until EOS (default 128)")
-        ->check(CLI::Range(std::int64_t(-1), std::int64_t(1) << 40));
+    option("-n,--max-tokens", o.limits.max_tokens, "N", "tokens to generate per prompt; -1: until EOS (default 128)");
     app.add_flag("--ignore-eos", o.limits.ignore_eos, "EOS is an ordinary token: written, and generation goes on");
-    app.add_option("--stop", stops, "stop after the token that completes STRING in the text (repeatable)");
+    option("--stop", stops, "STRING", "stop after the token that completes STRING in the text (repeatable)");
     app.add_flag("--text", text, "write text instead of ids (through the model's tokenizer)");
-    app.add_option("--logprobs", logprobs, "K FILE: write each token's log-probability and the K best to FILE (TSV)")
+    option("--logprobs", logprobs, "K FILE", "write each token's log-probability and the K best to FILE (TSV)")
         ->expected(2);
-    app.add_option("--kv", kv, "continue KV frames from FILE ('-': stdin) instead of reading id lines")
-        ->type_name("FILE");
-    app.add_option("--keep", o.keep, "at the context length, keep the first N positions and drop half the rest");
-    app.add_option("--kv-policy", o.kv_policy, "KV cache policy at every step: full, window:SINK:RECENT");
+    option("--kv", kv, "FILE", "continue KV frames from FILE ('-': stdin) instead of reading id lines");
+    option("--keep", o.keep, "N", "at the context length, keep the first N positions and drop half the rest");
+    option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT");
+    option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
-    app.add_option("--precision", precision, "weight arithmetic: auto, f32, bf16")
-        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    option("--precision", precision, "P", "weight arithmetic (default auto: bf16 for bf16 weights)")->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    option("files", inputs, "FILE", "id lines (default: stdin)");
 
-    const auto sampling = "Sampling (in this order)";
-    app.add_option("--logit-bias", biases, "ID=BIAS added to a token's logit; ID=-inf bans it (repeatable)")
-        ->group(sampling);
-    app.add_option("--repeat-penalty", s.repeat_penalty, "CTRL repetition penalty (1: off)")->group(sampling);
-    app.add_option("--presence-penalty", s.presence_penalty, "subtracted once from present tokens")->group(sampling);
-    app.add_option("--frequency-penalty", s.frequency_penalty, "subtracted per occurrence")->group(sampling);
-    app.add_option("--repeat-last-n", s.penalty_last_n, "tokens the penalties look at (-1: all; default 64)")
-        ->group(sampling);
-    app.add_option("--no-repeat-ngram", s.no_repeat_ngram, "never repeat an n-gram of this size")->group(sampling);
-    app.add_option("--temp", s.temperature, "temperature; 0 (the default) is greedy")->group(sampling);
-    app.add_option("--top-k", s.top_k, "keep the K most likely (0: off); contrastive search's candidates")
-        ->group(sampling);
-    app.add_option("--top-p", s.top_p, "nucleus: keep the smallest set of mass P (1: off)")->group(sampling);
-    app.add_option("--min-p", s.min_p, "keep tokens at least P times as likely as the best (0: off)")->group(sampling);
-    app.add_option("--typical-p", s.typical_p, "locally typical sampling with mass P (1: off)")->group(sampling);
-    app.add_option("--seed", o.seed, "random seed (default 0); sequence n uses (seed, n)")->group(sampling);
+    group = "Sampling (in this order)";
+    option("--logit-bias", biases, "ID=BIAS", "added to a token's logit; ID=-inf bans it (repeatable)");
+    option("--repeat-penalty", s.repeat_penalty, "R", "CTRL repetition penalty (1: off)");
+    option("--presence-penalty", s.presence_penalty, "P", "subtracted once from present tokens");
+    option("--frequency-penalty", s.frequency_penalty, "F", "subtracted per occurrence");
+    option("--repeat-last-n", s.penalty_last_n, "N", "tokens the penalties look at (-1: all; default 64)");
+    option("--no-repeat-ngram", s.no_repeat_ngram, "N", "never repeat an n-gram of this size");
+    option("--temp", s.temperature, "T", "temperature; 0 (the default) is greedy");
+    option("--top-k", s.top_k, "K", "keep the K most likely (0: off); contrastive search's candidates");
+    option("--top-p", s.top_p, "P", "nucleus: keep the smallest set of mass P (1: off)");
+    option("--min-p", s.min_p, "P", "keep tokens at least P times as likely as the best (0: off)");
+    option("--typical-p", s.typical_p, "P", "locally typical sampling with mass P (1: off)");
+    option("--seed", o.seed, "S", "random seed (default 0); sequence n uses (seed, n)");
 
-    const auto strategy = "Strategies (one at a time)";
-    app.add_option("--beams", o.beam.beams, "beam search with N beams")->group(strategy);
-    app.add_option("--length-penalty", o.beam.length_penalty, "beam score = logprob / length^P (default 1)")
-        ->group(strategy);
-    app.add_flag("--early-stopping", o.beam.early_stopping, "stop when N hypotheses are finished")->group(strategy);
-    app.add_option("--n-best", o.beam.n_best, "write the K best beams, one line each")->group(strategy);
-    app.add_option("--penalty-alpha", o.penalty_alpha, "contrastive search with degeneration penalty A (and --top-k)")
-        ->group(strategy);
-    app.add_option("--draft", draft, "speculative decoding with this draft model (same tokenizer)")
-        ->type_name("DIR")
-        ->group(strategy);
-    app.add_option("--draft-max", o.draft_max, "draft tokens per step (default 8)")->group(strategy);
-    app.add_option("--draft-p-min", o.draft_p_min, "stop drafting below this top probability (default 0)")
-        ->group(strategy);
-    app.add_option("--prompt-lookup", o.prompt_lookup, "speculative decoding drafting N tokens from the context")
-        ->group(strategy);
-    app.add_option("--lookup-ngram", lookup_ngram, "MIN,MAX n-gram sizes prompt lookup matches (default 1,3)")
-        ->type_name("MIN,MAX")
-        ->group(strategy);
-    app.add_option("--lookahead", lookahead, "lookahead decoding: window W, n-gram size N, candidates G")
-        ->type_name("W,N,G")
-        ->group(strategy);
-    app.add_option("--contrast-heads", contrast_heads, "DeCoRe: contrast with the model with the top heads of FILE masked")
-        ->type_name("FILE")
-        ->group(strategy);
-    app.add_option("--by", o.contrast_by, "the head table's score column (default retrieval)")->group(strategy);
-    app.add_option("--top", o.contrast_top, "how many of its top heads to mask (default 8)")->group(strategy);
-    app.add_option("--alpha", o.contrast.alpha, "contrast at maximal entropy (default 1)")->group(strategy);
-    app.add_option("--contrast-cutoff", o.contrast.cutoff, "drop tokens below B times the best probability (0: off)")
-        ->group(strategy);
-    app.add_option("--mask-heads", o.mask_heads, "generate with these heads ablated: L.H,... or @FILE")
-        ->type_name("HEADS");
-    app.add_option("files", inputs, "id lines (default: stdin)");
+    group = "Strategies (one at a time)";
+    option("--beams", o.beam.beams, "N", "beam search with N beams");
+    option("--length-penalty", o.beam.length_penalty, "P", "beam score = logprob / length^P (default 1)");
+    app.add_flag("--early-stopping", o.beam.early_stopping, "stop when N hypotheses are finished")->group(group);
+    option("--n-best", o.beam.n_best, "K", "write the K best beams, one line each");
+    option("--penalty-alpha", o.penalty_alpha, "A", "contrastive search with degeneration penalty A (and --top-k)");
+    option("--draft", draft, "DIR", "speculative decoding with this draft model (same tokenizer)");
+    option("--draft-max", o.draft_max, "K", "draft tokens per step (default 8)");
+    option("--draft-p-min", o.draft_p_min, "P", "stop drafting below this top probability (default 0)");
+    option("--prompt-lookup", o.prompt_lookup, "N", "speculative decoding drafting N tokens from the context");
+    option("--lookup-ngram", lookup_ngram, "MIN,MAX", "n-gram sizes prompt lookup matches (default 1,3)");
+    option("--lookahead", lookahead, "W,N,G", "lookahead decoding: window W, n-gram size N, candidates G");
+    option("--contrast-heads", contrast_heads, "FILE", "DeCoRe: contrast with the top heads of FILE masked");
+    option("--by", o.contrast_by, "COLUMN", "the head table's score column (default retrieval)");
+    option("--top", o.contrast_top, "K", "how many of its top heads to mask (default 8)");
+    option("--alpha", o.contrast.alpha, "A", "contrast at maximal entropy (default 1)");
+    option("--contrast-cutoff", o.contrast.cutoff, "B", "drop tokens below B times the best probability (0: off)");
 
     return cli::run(app, argc, argv, [&] {
         if (!kv.empty() && !inputs.empty()) throw UsageError("give id files or --kv, not both");
+        if (o.limits.max_tokens < -1)
+            throw UsageError("--max-tokens must be -1 (no limit) or more, not {}", o.limits.max_tokens);
         if (!lookup_ngram.empty()) {
             const auto sizes = counts(lookup_ngram, 2, "--lookup-ngram");
             o.lookup_ngram_min = sizes[0], o.lookup_ngram_max = sizes[1];
         }
         if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
         for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
-        o.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        o.precision = precision == "f32"    ? Precision::f32
+                      : precision == "bf16" ? Precision::bf16
+                                            : Precision::automatic;
         o.draft = draft;
         o.contrast_heads = contrast_heads;
         int logprobs_k = 0;
