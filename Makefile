@@ -30,6 +30,7 @@ demo: build
 bench: build
 	scripts/bench tokenize
 	scripts/bench decode
+	scripts/bench llamacpp
 	scripts/bench
 
 # Each libFuzzer target runs FUZZ_SECONDS; new inputs go to build-fuzz/corpus,
