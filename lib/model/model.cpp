@@ -101,8 +101,9 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
 
     // The matrices to pack, in a fixed order: from the weight cache when it
     // holds them for this model, ISA and arithmetic, else packed now (and saved).
-    const ComputeType wanted = compute_for(options.precision, *weights);
-    const ComputeType compute = wanted == ComputeType::bf16 && ctx.has_bf16_matmul() ? ComputeType::bf16 : ComputeType::f32;
+    // Weights kept as the file's bf16 rows need no packing, hence no cache.
+    const WeightFormat format = weight_format(ctx, compute_for(options.precision, *weights));
+    const ComputeType compute = format == WeightFormat::onednn_f32 ? ComputeType::f32 : ComputeType::bf16;
     std::vector<CachedMatrixSpec> specs;
     std::vector<std::vector<Tensor>> sources;
     auto add = [&](std::string name, std::vector<Tensor> parts) {
@@ -123,7 +124,7 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     add("lm_head", {*lm_head});
 
     std::optional<WeightCache> cache;
-    if (const auto directory = WeightCache::directory()) {
+    if (const auto directory = format == WeightFormat::bf16_rows ? std::nullopt : WeightCache::directory()) {
         std::uint64_t bytes = 0;
         for (const auto& spec : specs) bytes += std::uint64_t(spec.in * spec.out) * (compute == ComputeType::bf16 ? 2 : 4);
         if (bytes >= WeightCache::kMinimumBytes) {

@@ -16,9 +16,10 @@
 
 namespace heads {
 
-// The arithmetic of the weight matrices: f32; bf16 (where the CPU has bf16
-// matmul, else f32); or auto: bf16 when the model's matrices are stored in
-// bf16, else f32.
+// The arithmetic of the weight matrices: f32; bf16 (oneDNN's bf16 matmul
+// where the CPU has it, else bf16 weights kept as the file's rows and widened
+// in registers, else f32: ops/matmul.hpp); or auto: bf16 when the model's
+// matrices are stored in bf16, else f32.
 enum class Precision { automatic, f32, bf16 };
 
 struct LoadOptions {

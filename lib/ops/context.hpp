@@ -73,6 +73,8 @@ public:
     // Scratch for activations converted to bf16 before a bf16 matmul.
     std::uint16_t* bf16_scratch(std::size_t count) { return bf16_scratch_.reserve(count); }
     std::byte* onednn_scratchpad(std::size_t bytes) { return scratchpad_.reserve(bytes); }
+    // Scratch for a panel of weights converted to f32 (ops/matmul.cpp).
+    float* panel_scratch(std::size_t count) { return panel_scratch_.reserve(count); }
 
     static constexpr std::size_t kMatmulCacheSize = 256;
 
@@ -92,6 +94,7 @@ private:
     std::unique_ptr<dnnl::matmul> gemm_[2][2];
     Buffer<std::uint16_t> bf16_scratch_;
     Buffer<std::byte> scratchpad_;
+    Buffer<float> panel_scratch_;
 };
 
 }  // namespace heads

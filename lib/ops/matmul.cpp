@@ -126,6 +126,54 @@ PackedMatrix::PackedMatrix(std::int64_t in, std::int64_t out, ComputeType comput
         throw std::invalid_argument(fmt::format("packed matrix layout is not [{}, {}]", in, out));
 }
 
+PackedMatrix::PackedMatrix(RowMatrix rows)
+    : in_(rows.in()), out_(rows.out()), compute_(rows.dtype() == DType::BF16 ? ComputeType::bf16 : ComputeType::f32),
+      data_(rows.parts().at(0).bytes().data()), rows_(std::move(rows)) {}
+
+WeightFormat weight_format(Context& ctx, ComputeType wanted) {
+    if (wanted == ComputeType::f32) return WeightFormat::onednn_f32;
+    if (ctx.has_bf16_matmul()) return WeightFormat::onednn_bf16;
+    return row_gemv_supported() ? WeightFormat::bf16_rows : WeightFormat::onednn_f32;
+}
+
+namespace {
+
+// The parts as BF16 rows: BF16 tensors as they are (views stay views), others converted.
+PackedMatrix bf16_rows(std::span<const Tensor> parts) {
+    std::vector<Tensor> rows;
+    for (const Tensor& part : parts) {
+        if (part.dtype() == DType::BF16) {
+            rows.push_back(part);
+            continue;
+        }
+        const std::vector<float> values = part.to_f32();
+        std::vector<std::uint16_t> bits(values.size());
+        for (std::size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
+        rows.push_back(Tensor::copy_of(DType::BF16, part.shape(), std::as_bytes(std::span(bits))));
+    }
+    return PackedMatrix(RowMatrix(std::move(rows)));
+}
+
+// y = x · Wᵀ for more rows than a GEMV is worth: W converted to f32 a panel of
+// output rows at a time into scratch (O(in·out) work against O(rows·in·out)),
+// each panel multiplied by oneDNN's f32 GEMM into its columns of y.
+void panel_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
+    constexpr std::int64_t kPanelBytes = std::int64_t(8) << 20;
+    const std::int64_t in = w.in(), out = w.out();
+    const std::int64_t panel = std::min(out, std::max<std::int64_t>(16, kPanelBytes / (in * 4) / 16 * 16));
+    float* scratch = ctx.panel_scratch(std::size_t(panel * in));
+    const dnnl::matmul& primitive = ctx.gemm_primitive(true, args.accumulate);
+    for (std::int64_t first = 0; first < out; first += panel) {
+        const std::int64_t count = std::min(panel, out - first);
+        row_matrix_to_f32(scratch, w, first, count);
+        gemm(primitive, ctx.engine(), ctx.stream(),
+             {args.y + first, out, args.x, in, scratch, in, args.rows, count, in, true, args.accumulate});
+    }
+    ctx.stream().wait();
+}
+
+}  // namespace
+
 PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted) {
     if (parts.empty()) throw std::invalid_argument("pack_matrix: no parts");
     const std::int64_t in = parts[0].dim(1);
@@ -136,8 +184,9 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeTyp
                                                     shape_string(part.shape()), in));
         out += part.dim(0);
     }
-    const ComputeType compute = wanted == ComputeType::bf16 && ctx.has_bf16_matmul() ? ComputeType::bf16
-                                                                                     : ComputeType::f32;
+    const WeightFormat format = weight_format(ctx, wanted);
+    if (format == WeightFormat::bf16_rows) return bf16_rows(parts);
+    const ComputeType compute = format == WeightFormat::onednn_bf16 ? ComputeType::bf16 : ComputeType::f32;
     const DataType type = data_type(compute);
 
     // The layout the decode (rows = 1) kernel prefers, kept only if prefill
@@ -161,6 +210,13 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeTyp
 
 void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
     if (args.rows <= 0) return;
+    if (const RowMatrix* rows = w.rows()) {
+        if (args.rows <= kGemvMaxRows)
+            row_gemv({args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
+        else
+            panel_matmul(ctx, args, *rows);
+        return;
+    }
     const std::int64_t rows = padded_rows(args.rows);
     const MatmulKey key{rows, w.in(), w.out(), w.compute(), args.accumulate, w.layout_hash()};
     MatmulEntry* cached = ctx.find_matmul(key);

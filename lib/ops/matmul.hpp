@@ -1,9 +1,12 @@
 #pragma once
 // y = x · Wᵀ for a weight matrix W [out, in] (torch.nn.Linear's order), with W
-// packed once into the layout oneDNN prefers for this CPU. Primitives come
-// from the Context's cache: one per (rows, in, out, compute type), rows
-// rounded up to a multiple of kRowBucket above kRowBucket, so decoding
-// (rows = 1) and repeated prefill lengths never create one again.
+// either packed once into the layout oneDNN prefers for this CPU, or, for bf16
+// arithmetic on a CPU without oneDNN bf16 matmul, kept in the file's bf16 rows
+// (ops/row_gemv.hpp: an own GEMV for a few rows, oneDNN f32 over W converted
+// panel by panel for more). Primitives come from the Context's cache: one per
+// (rows, in, out, compute type), rows rounded up to a multiple of kRowBucket
+// above kRowBucket, so decoding (rows = 1) and repeated prefill lengths never
+// create one again.
 
 #include <cstdint>
 #include <memory>
@@ -13,9 +16,18 @@
 #include <dnnl.hpp>
 
 #include "ops/context.hpp"
+#include "ops/row_gemv.hpp"
 #include "tensor/tensor.hpp"
 
 namespace heads {
+
+// How pack_matrix() keeps W for the arithmetic wanted, on this CPU.
+enum class WeightFormat {
+    onednn_f32,   // oneDNN's layout, f32
+    onednn_bf16,  // oneDNN's layout, bf16 (CPUs with oneDNN bf16 matmul)
+    bf16_rows,    // the file's [out, in] rows in bf16 (AVX2 CPUs without it)
+};
+WeightFormat weight_format(Context& ctx, ComputeType wanted);
 
 class PackedMatrix {
 public:
@@ -23,15 +35,19 @@ public:
     // Wraps memory already in `desc`'s layout (e.g. mapped from a weight cache file).
     PackedMatrix(std::int64_t in, std::int64_t out, ComputeType compute, const dnnl::memory::desc& desc,
                  const void* data, std::shared_ptr<const void> owner);
+    // W as rows for row_gemv (compute bf16 for BF16 rows).
+    explicit PackedMatrix(RowMatrix rows);
 
     std::int64_t in() const { return in_; }
     std::int64_t out() const { return out_; }
     ComputeType compute() const { return compute_; }
     const dnnl::memory::desc& desc() const { return desc_; }
     const void* data() const { return data_; }
-    std::size_t nbytes() const { return desc_.get_size(); }
+    std::size_t nbytes() const { return rows_.empty() ? desc_.get_size() : rows_.nbytes(); }
     std::uint64_t layout_hash() const { return layout_hash_; }
     bool empty() const { return data_ == nullptr; }
+    // The rows when W is kept as rows (desc() is then empty), else null.
+    const RowMatrix* rows() const { return rows_.empty() ? nullptr : &rows_; }
 
 private:
     std::int64_t in_ = 0, out_ = 0;
@@ -40,10 +56,12 @@ private:
     const void* data_ = nullptr;
     std::shared_ptr<const void> owner_;
     std::uint64_t layout_hash_ = 0;
+    RowMatrix rows_;
 };
 
 // Packs W = the parts stacked along `out` (each [out_i, in]; F32, BF16 or F16)
-// for `wanted` arithmetic; bf16 falls back to f32 where the CPU lacks it.
+// for `wanted` arithmetic, in weight_format(ctx, wanted): BF16 parts are then
+// used in place as rows (no copy), others converted.
 PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted);
 
 // A stable hash of a memory descriptor's layout (dims, type, blocking).

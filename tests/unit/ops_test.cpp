@@ -74,25 +74,33 @@ TEST_CASE("matmul equals a plain loop for decode and prefill shapes, with accumu
     }
 }
 
-TEST_CASE("bf16 weights: bf16 arithmetic where the CPU has it, exact f32 of the bf16 values otherwise") {
+TEST_CASE("bf16 weights: oneDNN bf16 where the CPU has it, else the file's rows with f32 activations, else f32") {
     Context ctx(1);
-    const std::int64_t in = 64, out = 40, rows = 3;
+    const std::int64_t in = 64, out = 40;
     const auto w = random_values(std::size_t(in * out), 4);
     const Tensor part = tensor_bf16(w, {out, in});
     const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), ComputeType::bf16);
-    CHECK((packed.compute() == ComputeType::bf16) == ctx.has_bf16_matmul());
-    const auto x = random_values(std::size_t(rows * in), 5);
-    std::vector<float> y(std::size_t(rows * out));
-    matmul(ctx, {y.data(), x.data(), rows}, packed);
+    const WeightFormat format = weight_format(ctx, ComputeType::bf16);
+    CHECK(format == (ctx.has_bf16_matmul() ? WeightFormat::onednn_bf16
+                     : row_gemv_supported() ? WeightFormat::bf16_rows : WeightFormat::onednn_f32));
+    CHECK((packed.compute() == ComputeType::bf16) == (format != WeightFormat::onednn_f32));
+    CHECK((packed.rows() != nullptr) == (format == WeightFormat::bf16_rows));
+    if (packed.rows()) CHECK(packed.rows()->parts()[0].bytes().data() == part.bytes().data());  // no copy
     const auto wf = part.to_f32();
-    // bf16 activations lose ~3 significant digits; f32 fallback is exact to float rounding.
-    const double tolerance = packed.compute() == ComputeType::bf16 ? 3e-2 : 1e-4;
-    for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t o = 0; o < out; ++o) {
-            double expect = 0.0;
-            for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wf[std::size_t(o * in + k)];
-            CHECK(std::abs(expect - y[std::size_t(r * out + o)]) < tolerance * std::sqrt(double(in)));
-        }
+    for (std::int64_t rows : {1L, 3L, 8L, 9L, 20L}) {  // the GEMV and the panel path
+        CAPTURE(rows);
+        const auto x = random_values(std::size_t(padded_rows(rows) * in), 5);
+        std::vector<float> y(std::size_t(padded_rows(rows) * out));
+        matmul(ctx, {y.data(), x.data(), rows}, packed);
+        // bf16 activations lose ~3 significant digits; f32 activations are exact to float rounding.
+        const double tolerance = format == WeightFormat::onednn_bf16 ? 3e-2 : 1e-4;
+        for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t o = 0; o < out; ++o) {
+                double expect = 0.0;
+                for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wf[std::size_t(o * in + k)];
+                CHECK(std::abs(expect - y[std::size_t(r * out + o)]) < tolerance * std::sqrt(double(in)));
+            }
+    }
 }
 
 TEST_CASE("f16 weights are widened to f32") {

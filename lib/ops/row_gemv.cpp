@@ -1,0 +1,136 @@
+#include "ops/row_gemv.hpp"
+
+#include <immintrin.h>
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace heads {
+namespace {
+
+#define HEADS_AVX2 __attribute__((target("avx2,fma")))
+
+// 8 weights at w[k] as f32.
+template <class W> HEADS_AVX2 inline __m256 load8(const W* w);
+template <> HEADS_AVX2 inline __m256 load8(const std::uint16_t* w) {
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+}
+template <> HEADS_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+
+inline float to_f32(std::uint16_t w) { return bf16_to_f32(w); }
+inline float to_f32(float w) { return w; }
+
+HEADS_AVX2 inline float sum8(__m256 v) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+}
+
+// One weight row against C rows of x (C <= 2): C dot products of length
+// `in`, each over four interleaved 8-lane accumulators (four FMA chains in
+// flight), then 8-lane steps, then a scalar tail; written or added to y.
+// One row at a time keeps the weights a single sequential stream, which the
+// hardware prefetcher follows (four rows interleaved streamed ~30% slower).
+template <class W, int C>
+HEADS_AVX2 void dot_row(const W* w, std::int64_t in, const float* x, std::int64_t ldx, float* y, std::int64_t ldy,
+                        bool accumulate) {
+    constexpr int U = 4;
+    __m256 acc[C][U];
+    for (int c = 0; c < C; ++c)
+        for (int u = 0; u < U; ++u) acc[c][u] = _mm256_setzero_ps();
+    std::int64_t k = 0;
+    for (; k + 8 * U <= in; k += 8 * U)
+        for (int u = 0; u < U; ++u) {
+            const __m256 wv = load8(w + k + 8 * u);
+            for (int c = 0; c < C; ++c) acc[c][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + c * ldx + k + 8 * u), acc[c][u]);
+        }
+    for (; k + 8 <= in; k += 8) {
+        const __m256 wv = load8(w + k);
+        for (int c = 0; c < C; ++c) acc[c][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + c * ldx + k), acc[c][0]);
+    }
+    const std::int64_t body = k;
+    for (int c = 0; c < C; ++c) {
+        float sum = sum8(_mm256_add_ps(_mm256_add_ps(acc[c][0], acc[c][1]), _mm256_add_ps(acc[c][2], acc[c][3])));
+        for (k = body; k < in; ++k) sum += to_f32(w[k]) * x[c * ldx + k];
+        float& out = y[c * ldy];
+        out = accumulate ? out + sum : sum;
+    }
+}
+
+template <class W> HEADS_AVX2 void gemv(const RowGemvArgs& a, const RowMatrix& m) {
+    const auto& blocks = m.blocks();
+    const std::int64_t n = std::int64_t(blocks.size()), in = m.in();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t b = 0; b < n; ++b) {
+        const RowMatrix::Block& blk = blocks[std::size_t(b)];
+        for (std::int64_t r = 0; r < blk.count; ++r) {
+            const W* w = reinterpret_cast<const W*>(blk.rows) + r * in;
+            float* y = a.y + blk.first + r;
+            std::int64_t c = 0;
+            for (; c + 2 <= a.rows; c += 2) dot_row<W, 2>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
+            if (c < a.rows) dot_row<W, 1>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
+        }
+    }
+}
+
+}  // namespace
+
+RowMatrix::RowMatrix(std::vector<Tensor> parts) : parts_(std::move(parts)) {
+    if (parts_.empty()) throw std::invalid_argument("RowMatrix: no parts");
+    in_ = parts_[0].dim(1);
+    dtype_ = parts_[0].dtype();
+    if (dtype_ != DType::BF16 && dtype_ != DType::F32)
+        throw std::invalid_argument(fmt::format("RowMatrix: {} rows; BF16 or F32 expected", dtype_name(dtype_)));
+    for (const Tensor& part : parts_) {
+        if (part.rank() != 2 || part.dim(1) != in_ || part.dtype() != dtype_)
+            throw std::invalid_argument(fmt::format("RowMatrix: part {} {} does not match [*, {}] {}", shape_string(part.shape()),
+                                                    dtype_name(part.dtype()), in_, dtype_name(dtype_)));
+        const std::size_t row_bytes = std::size_t(in_) * dtype_size(dtype_);
+        for (std::int64_t r = 0; r < part.dim(0); r += kBlockRows)
+            blocks_.push_back({part.bytes().data() + std::size_t(r) * row_bytes, out_ + r,
+                               std::min(kBlockRows, part.dim(0) - r)});
+        out_ += part.dim(0);
+    }
+}
+
+std::size_t RowMatrix::nbytes() const {
+    std::size_t total = 0;
+    for (const Tensor& part : parts_) total += part.nbytes();
+    return total;
+}
+
+bool row_gemv_supported() {
+    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return supported;
+}
+
+void row_gemv(const RowGemvArgs& args, const RowMatrix& w) {
+    if (args.rows < 1 || args.rows > kGemvMaxRows)
+        throw std::invalid_argument(fmt::format("row_gemv: {} rows (1 to {})", args.rows, kGemvMaxRows));
+    if (w.dtype() == DType::BF16)
+        gemv<std::uint16_t>(args, w);
+    else
+        gemv<float>(args, w);
+}
+
+void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::int64_t count) {
+    const std::int64_t in = w.in();
+    std::int64_t part_first = 0;
+    for (const Tensor& part : w.parts()) {
+        const std::int64_t from = std::max(first, part_first), to = std::min(first + count, part_first + part.dim(0));
+        if (from < to) {
+            const std::byte* rows = part.bytes().data() + std::size_t((from - part_first) * in) * dtype_size(w.dtype());
+            float* target = out + (from - first) * in;
+            const std::int64_t n = to - from;
+#pragma omp parallel for schedule(static)
+            for (std::int64_t r = 0; r < n; ++r)
+                convert_to_f32(target + r * in, w.dtype(), rows + std::size_t(r * in) * dtype_size(w.dtype()),
+                               std::size_t(in));
+        }
+        part_first += part.dim(0);
+    }
+}
+
+}  // namespace heads
