@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""The embedded model (models/kjv) as the programs run it: infer's held-out
+perplexity equals scripts/reference.py's and stays far below a unigram model
+of the same tokenizer, and the heads MODEL.md reports are there: at least
+three induction heads on random pieces repeated twice, found by infer
+--head-stats with the same scores as the reference, and masking them takes
+the model's copying away.
+
+    embedded_model.py BUILD_BIN_DIR SOURCE_DIR
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+
+import numpy as np
+
+bin_dir, src = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(src, "scripts"))
+import reference  # noqa: E402
+MODEL = os.path.join(src, "models", "kjv")
+HELD_OUT = os.path.join(src, "tests", "data", "kjv-heldout.txt")
+REFERENCE = os.path.join(src, "scripts", "reference.py")
+TOKENIZE, INFER = os.path.join(bin_dir, "tokenize"), os.path.join(bin_dir, "infer")
+N_SPECIAL = 3 + 256  # <unk> <s> </s> and the byte pieces: random spans never use them
+failed = 0
+
+
+def report(ok, what):
+    global failed
+    print(("ok: " if ok else "FAIL: ") + what)
+    failed += not ok
+
+
+def run(cmd, stdin=None):
+    done = subprocess.run(cmd, input=stdin, capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:3])}...: exit {done.returncode}: {done.stderr.decode()[:300]}")
+    return done.stdout.decode()
+
+
+def head_table(text):
+    """infer/reference --head-stats TSV -> {(layer, head): {column: value}}."""
+    rows = [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    names = rows[0]
+    return {(int(r[0]), int(r[1])): dict(zip(names[3:], map(float, r[3:]))) for r in rows[1:]}
+
+
+def second_copy_loss(logits, ids, span):
+    """Mean loss on the second copy of [BOS, span, span], first piece excluded (it is not yet a repeat)."""
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    rows = np.arange(span + 1, 2 * span)  # row p predicts ids[p + 1]
+    return float(-logp[rows, ids[rows + 1]].mean())
+
+
+def main():
+    if not os.path.exists(os.path.join(MODEL, "model.safetensors")):
+        print(f"SKIP: no embedded model at {MODEL}")
+        return 77
+    tmp = tempfile.mkdtemp()
+
+    # --- held-out perplexity: infer against the reference, and against a unigram model ---
+    ids = run([TOKENIZE, "-m", MODEL, "--whole", HELD_OUT]).split()[:1 + 4 * 256]  # 4 windows of 256
+    ids_path = os.path.join(tmp, "heldout.ids")
+    with open(ids_path, "w") as f:
+        f.write(" ".join(ids) + "\n")
+    ours = run([INFER, "-m", MODEL, "--ppl", "--ctx", "256", ids_path]).split()
+    theirs = json.loads(run([sys.executable, REFERENCE, MODEL, "--ppl", ids_path, "--ctx", "256", "--json"]))
+    ppl = float(ours[2])
+    report(abs(ppl / theirs["ppl"] - 1) < 1e-4, f"held-out PPL {ppl} (infer) vs {theirs['ppl']:.4f} (reference.py)")
+    # The unigram model of the scored tokens themselves (an upper bound on how well any unigram does).
+    scored = [int(t) for w in range(4) for t in ids[1 + w * 256 + 128 : 1 + (w + 1) * 256]]
+    counts = Counter(scored)
+    unigram = float(np.exp(-np.mean([np.log(counts[t] / len(scored)) for t in scored])))
+    report(ppl < unigram / 2, f"held-out PPL {ppl:.2f} is far below the best unigram model's {unigram:.2f}")
+
+    # --- induction heads on random pieces repeated twice (a span length training never used) ---
+    rng = np.random.default_rng(2024)
+    span, n_seqs = 50, 20
+    seqs = [np.concatenate([[1], s, s]) for s in (rng.permutation(np.arange(N_SPECIAL, 2048))[:span] for _ in range(n_seqs))]
+    rep_path = os.path.join(tmp, "repeats.ids")
+    with open(rep_path, "w") as f:
+        f.writelines(" ".join(map(str, s)) + "\n" for s in seqs)
+    ours = head_table(run([INFER, "-m", MODEL, "--head-stats", rep_path]))
+    theirs = head_table(run([sys.executable, REFERENCE, MODEL, "--head-stats", "--ids-file", rep_path]))
+    worst = max(abs(ours[k][c] - theirs[k][c]) for k in theirs for c in theirs[k])
+    report(ours.keys() == theirs.keys() and worst < 1e-4, f"head table equals the reference's (max difference {worst:.1e})")
+    induction = sorted(((v["induction"], k) for k, v in ours.items()), reverse=True)
+    strong = [k for score, k in induction if score >= 0.3]
+    report(len(strong) >= 3, f"{len(strong)} heads with induction >= 0.3 (MODEL.md's bar: 3): "
+           + ", ".join(f"{l}.{h} {s:.2f}" for s, (l, h) in induction[:4]))
+
+    # --- those heads do the copying: the second copy is easy, and hard again without them ---
+    heads = ",".join(f"{l}.{h}" for l, h in strong[:3]) or "0.0"
+    one = os.path.join(tmp, "one.ids")
+    with open(one, "w") as f:
+        f.write(" ".join(map(str, seqs[0])) + "\n")
+    losses = {}
+    for name, extra in (("intact", []), ("masked", ["--mask-heads", heads])):
+        frame = os.path.join(tmp, name + ".safetensors")
+        run([INFER, "-m", MODEL, "--logits", "all", "-o", frame, *extra, one])
+        tensors, _ = reference.read_safetensors(frame)
+        logits = np.asarray(next(iter(tensors.values())), dtype=np.float64).reshape(len(seqs[0]), -1)
+        losses[name] = second_copy_loss(logits, seqs[0], span)
+    chance = np.log(2048 - N_SPECIAL)
+    report(losses["intact"] < 1.0 < chance / 2 < losses["masked"],
+           f"second-copy loss {losses['intact']:.2f} nats, {losses['masked']:.2f} with {heads} masked (chance {chance:.2f})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
