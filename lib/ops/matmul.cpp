@@ -146,10 +146,9 @@ PackedMatrix bf16_rows(std::span<const Tensor> parts) {
             rows.push_back(part);
             continue;
         }
-        const std::vector<float> values = part.to_f32();
-        std::vector<std::uint16_t> bits(values.size());
-        for (std::size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-        rows.push_back(Tensor::copy_of(DType::BF16, part.shape(), std::as_bytes(std::span(bits))));
+        std::vector<std::byte> converted;
+        gather_source(std::span(&part, 1), ComputeType::bf16, converted);
+        rows.push_back(Tensor::copy_of(DType::BF16, part.shape(), converted));
     }
     return PackedMatrix(RowMatrix(std::move(rows)));
 }

@@ -50,7 +50,7 @@ def head_table(text):
 
 def second_copy_loss(logits, ids, span):
     """Mean loss on the second copy of [BOS, span, span], first piece excluded (it is not yet a repeat)."""
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    logp = reference.log_softmax(logits)
     rows = np.arange(span + 1, 2 * span)  # row p predicts ids[p + 1]
     return float(-logp[rows, ids[rows + 1]].mean())
 
