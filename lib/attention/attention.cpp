@@ -112,10 +112,12 @@ void attend_rows(const AttentionArgs& a, const Groups& groups, AttentionWorkspac
     const int threads = omp_get_max_threads();
     const Scratch scratch = reserve(ws, n_group * (max_slots + a.head_dim), threads);
     const std::int64_t n_kv = std::int64_t(a.kv.size());
-    // Received mass is summed per KV head: then one thread owns each KV head.
-    const bool by_kv_head = sink && (a.probe.received || a.probe.received_recent);
+    // Received mass is summed per KV head and head statistics per query head
+    // over all queries: then one thread owns each KV head (and its query heads).
+    const bool by_kv_head = sink && (a.probe.received || a.probe.received_recent || a.probe.stats);
     const std::int64_t items = by_kv_head ? n_kv : n_kv * a.n_new;
-#pragma omp parallel for schedule(static) if (items > 1 && threads > 1)
+    // Dynamic: KV heads may hold different numbers of slots (compressed caches).
+#pragma omp parallel for schedule(dynamic) if (items > 1 && threads > 1)
     for (std::int64_t item = 0; item < items; ++item) {
         float* scores = scratch.of(omp_get_thread_num());
         float* acc = scores + n_group * max_slots;

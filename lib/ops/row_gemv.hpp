@@ -4,7 +4,7 @@
 // the kernel streams 2 bytes per bf16 weight where a repacked f32 copy would
 // stream 4. AVX2/FMA (chosen at run time: row_gemv_supported()). One weight
 // row at a time against up to two rows of x; OpenMP over blocks of output
-// rows. Each output element is summed by one thread in a fixed order, so
+// rows, taken dynamically. Each output element is summed by one thread in a fixed order, so
 // results do not depend on -t.
 
 #include <cstdint>
