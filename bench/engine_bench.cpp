@@ -87,10 +87,9 @@ int main(int argc, char** argv) {
             decode_rates.push_back(double(decode) / decode_time);
         }
         const Stats p = stats(prefill_rates), d = stats(decode_rates);
-        const std::string compute = model->compute() == ComputeType::bf16 ? "bf16" : "f32";
         fmt::print("what\ttokens_per_s\tmin\tmax\tdetail\n");
-        fmt::print("load\t-\t-\t-\t{:.3f} s, RSS {:.0f} MiB, compute {}, {} threads, isa {}\n", load, load_rss, compute,
-                   ctx.threads(), ctx.isa());
+        fmt::print("load\t-\t-\t-\t{:.3f} s, RSS {:.0f} MiB, weights {}, {} threads, isa {}\n", load, load_rss,
+                   format_name(model->weight_format()), ctx.threads(), ctx.isa());
         fmt::print("prefill{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps\n", prefill, p.median, p.low, p.high, reps);
         fmt::print("decode{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps, after the prefill\n", decode, d.median, d.low, d.high, reps);
         fmt::print("peak_rss\t-\t-\t-\t{:.0f} MiB\n", peak_rss_mib());

@@ -1,5 +1,6 @@
 #include "model/model.hpp"
 
+#include <algorithm>
 #include <optional>
 
 #include <fmt/format.h>
@@ -100,10 +101,9 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     const Tensor& final_norm = bind.get("model.norm.weight", {d});
 
     // The matrices to pack, in a fixed order: from the weight cache when it
-    // holds them for this model, ISA and arithmetic, else packed now (and saved).
-    // Weights kept as the file's bf16 rows need no packing, hence no cache.
-    const WeightFormat format = weight_format(ctx, compute_for(options.precision, *weights));
-    const ComputeType compute = format == WeightFormat::onednn_f32 ? ComputeType::f32 : ComputeType::bf16;
+    // holds them for this model, ISA and format, else packed now (and saved).
+    // Weights used as the file's own rows need no packing, hence no cache.
+    const WeightFormat format = heads::weight_format(ctx, compute_for(options.precision, *weights));
     std::vector<CachedMatrixSpec> specs;
     std::vector<std::vector<Tensor>> sources;
     auto add = [&](std::string name, std::vector<Tensor> parts) {
@@ -123,26 +123,28 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     }
     add("lm_head", {*lm_head});
 
+    const bool copies = std::any_of(sources.begin(), sources.end(),
+                                    [&](const std::vector<Tensor>& parts) { return packing_copies(parts, format); });
     std::optional<WeightCache> cache;
-    if (const auto directory = format == WeightFormat::bf16_rows ? std::nullopt : WeightCache::directory()) {
+    if (const auto directory = copies ? WeightCache::directory() : std::nullopt) {
         std::uint64_t bytes = 0;
-        for (const auto& spec : specs) bytes += std::uint64_t(spec.in * spec.out) * (compute == ComputeType::bf16 ? 2 : 4);
+        for (const auto& spec : specs) bytes += std::uint64_t(spec.in * spec.out) * (compute_of(format) == ComputeType::bf16 ? 2 : 4);
         if (bytes >= WeightCache::kMinimumBytes) {
-            const std::string compute_name = compute == ComputeType::bf16 ? "bf16" : "f32";
-            nlohmann::json key = {{"format", 1}, {"fingerprint", model->fingerprint_}, {"isa", ctx.isa()},
-                                  {"onednn", Context::onednn_version()}, {"compute", compute_name}};
+            const std::string format_text = format_name(format);
+            nlohmann::json key = {{"format", 2}, {"fingerprint", model->fingerprint_}, {"isa", ctx.isa()},
+                                  {"onednn", Context::onednn_version()}, {"weights", format_text}};
             for (const auto& file : weights->files())
                 key["files"].push_back({file.path.filename().string(), file.size, file.mtime_ns});
-            cache.emplace(*directory / fmt::format("{}-{}-{}.weights", model->fingerprint_, ctx.isa(), compute_name),
+            cache.emplace(*directory / fmt::format("{}-{}-{}.weights", model->fingerprint_, ctx.isa(), format_text),
                           key.dump());
         }
     }
     std::vector<PackedMatrix> packed;
     if (cache) {
-        if (auto loaded = cache->load(specs, compute)) packed = std::move(*loaded);
+        if (auto loaded = cache->load(specs, format)) packed = std::move(*loaded);
     }
     if (packed.empty()) {
-        for (const auto& parts : sources) packed.push_back(pack_matrix(ctx, parts, compute));
+        for (const auto& parts : sources) packed.push_back(pack_matrix(ctx, parts, format));
         if (cache) cache->save(specs, packed);
     }
     model->weight_cache_ = cache ? cache->path() : std::filesystem::path();
@@ -162,7 +164,7 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     }
     model->final_norm_ = vector_of(final_norm);
     model->lm_head_ = std::move(packed[next++]);
-    model->compute_ = compute;
+    model->weight_format_ = format;
     model->files_ = weights;
     return model;
 }

@@ -46,7 +46,8 @@ public:
     const std::filesystem::path& dir() const { return dir_; }
     std::int64_t vocab_size() const { return config_.vocab_size; }
     std::int64_t context_length() const { return config_.max_seq_len; }
-    ComputeType compute() const { return compute_; }
+    ComputeType compute() const { return compute_of(weight_format_); }
+    WeightFormat weight_format() const { return weight_format_; }
     // The weight cache file used (read or written), or empty.
     const std::filesystem::path& weight_cache() const { return weight_cache_; }
 
@@ -60,7 +61,7 @@ private:
     LlamaConfig config_;
     std::string fingerprint_;
     std::filesystem::path dir_;
-    ComputeType compute_ = ComputeType::f32;
+    WeightFormat weight_format_ = WeightFormat::onednn_f32;
     std::filesystem::path weight_cache_;
     Tensor embedding_;  // [vocab_size, d_model], a view of the file
     std::shared_ptr<const void> files_;  // keeps the mapped weight files alive

@@ -17,15 +17,30 @@ constexpr std::uint64_t kPage = 4096;
 
 std::uint64_t round_up(std::uint64_t value) { return (value + kPage - 1) / kPage * kPage; }
 
-// FNV-1a over up to 256 bytes at the start and at the end of a block.
-std::uint64_t sample_hash(const std::byte* data, std::size_t size) {
-    std::uint64_t h = 1469598103934665603ull;
+// FNV-1a over up to 256 bytes at the start and at the end of a block given
+// as consecutive pieces.
+std::uint64_t sample_hash(const std::vector<std::span<const std::byte>>& pieces) {
+    std::size_t size = 0;
+    for (const auto& piece : pieces) size += piece.size();
     const std::size_t take = std::min<std::size_t>(256, size);
-    for (const std::byte* part : {data, data + size - take})
-        for (std::size_t i = 0; i < take; ++i) {
-            h ^= std::uint8_t(part[i]);
-            h *= 1099511628211ull;
+    std::uint64_t h = 1469598103934665603ull;
+    for (const std::size_t from : {std::size_t(0), size - take}) {
+        std::size_t skip = from, left = take;
+        for (const auto& piece : pieces) {
+            if (skip >= piece.size()) {
+                skip -= piece.size();
+                continue;
+            }
+            const std::size_t n = std::min(left, piece.size() - skip);
+            for (std::size_t i = 0; i < n; ++i) {
+                h ^= std::uint8_t(piece[skip + i]);
+                h *= 1099511628211ull;
+            }
+            left -= n;
+            skip = 0;
+            if (left == 0) break;
         }
+    }
     return h;
 }
 
@@ -61,7 +76,7 @@ std::optional<std::filesystem::path> WeightCache::directory() {
 }
 
 std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<CachedMatrixSpec>& specs,
-                                                          ComputeType compute) const {
+                                                          WeightFormat format) const {
     std::error_code missing;
     if (!std::filesystem::exists(path_, missing)) return std::nullopt;
     try {
@@ -89,8 +104,16 @@ std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<Cac
             if (desc.get_size() != size || offset % kPage != 0 || offset > bytes.size() || size > bytes.size() - offset ||
                 desc.dims() != dnnl::memory::dims{specs[i].in, specs[i].out})
                 return std::nullopt;
-            if (sample_hash(bytes.data() + offset, size) != entry.at("check").get<std::uint64_t>()) return std::nullopt;
-            matrices.emplace_back(specs[i].in, specs[i].out, compute, desc, bytes.data() + offset, file);
+            const std::byte* data = bytes.data() + offset;
+            if (sample_hash({{data, size}}) != entry.at("check").get<std::uint64_t>()) return std::nullopt;
+            if (is_rows(format)) {
+                const DType dtype = format == WeightFormat::rows_bf16 ? DType::BF16 : DType::F32;
+                PackedMatrix rows(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}));
+                if (layout_hash(rows.desc()) != layout_hash(desc)) return std::nullopt;
+                matrices.push_back(std::move(rows));
+            } else {
+                matrices.emplace_back(specs[i].in, specs[i].out, compute_of(format), desc, data, file);
+            }
         }
         return matrices;
     } catch (const std::exception&) {  // unreadable, bad JSON, bad layout: rebuild
@@ -108,7 +131,7 @@ bool WeightCache::save(const std::vector<CachedMatrixSpec>& specs, const std::ve
             list.push_back({{"name", specs[i].name}, {"in", m.in()}, {"out", m.out()},
                             {"desc", to_hex(&m.desc().data, sizeof m.desc().data)}, {"offset", offset},
                             {"size", m.nbytes()},
-                            {"check", sample_hash(static_cast<const std::byte*>(m.data()), m.nbytes())}});
+                            {"check", sample_hash(m.pieces())}});
             offset += round_up(m.nbytes());
         }
         // Offsets are relative to the data start; make them absolute (the header's
@@ -134,7 +157,7 @@ bool WeightCache::save(const std::vector<CachedMatrixSpec>& specs, const std::ve
         for (const PackedMatrix& m : matrices) {
             const std::uint64_t pad = round_up(written) - written;
             write_all(out.get(), {zeros.data(), pad});
-            write_all(out.get(), {static_cast<const std::byte*>(m.data()), m.nbytes()});
+            for (const auto& piece : m.pieces()) write_all(out.get(), piece);
             written += pad + m.nbytes();
         }
         out.commit();

@@ -1,20 +1,21 @@
 #pragma once
-// Repacked weight matrices kept in a file, so a later run maps them instead
-// of packing again: a program in a pipe then starts in milliseconds and still
-// multiplies in oneDNN's preferred layout.
+// Weight matrices the engine had to make (repacked into oneDNN's layout, or
+// rows converted to another dtype) kept in a file, so a later run maps them
+// instead of making them again: a program in a pipe then starts in
+// milliseconds and still multiplies in the fastest format.
 //
 // Where: $HEADS_WEIGHT_CACHE if set (a directory; "off" disables the cache),
 // else $XDG_CACHE_HOME/heads, else ~/.cache/heads. One file per model, CPU
-// ISA and arithmetic: FINGERPRINT-ISA-COMPUTE.weights. The file starts with
+// ISA and weight format: FINGERPRINT-ISA-FORMAT.weights. The file starts with
 // "HEADSWC1", a header size and a JSON header holding the key (fingerprint,
 // each weight file's size and modification time, ISA, oneDNN version,
-// arithmetic) and per matrix its shape, oneDNN layout and byte range; the
+// weight format) and per matrix its shape, oneDNN layout and byte range; the
 // data follows, each matrix page-aligned. A file whose key differs (the model
 // changed, another oneDNN) or that fails a check (truncated, bad header,
 // wrong shape, sampled bytes that do not match) is ignored and rewritten.
 // Files are written under a temporary name and renamed: readers never see
-// half a file. Models whose packed weights are under 32 MiB are not cached
-// (packing them takes milliseconds).
+// half a file. Models whose made weights are under 32 MiB are not cached
+// (making them takes milliseconds).
 
 #include <cstdint>
 #include <filesystem>
@@ -45,7 +46,7 @@ public:
 
     // The matrices, in `specs` order, mapped from the file; nullopt when the
     // file is absent, stale or broken.
-    std::optional<std::vector<PackedMatrix>> load(const std::vector<CachedMatrixSpec>& specs, ComputeType compute) const;
+    std::optional<std::vector<PackedMatrix>> load(const std::vector<CachedMatrixSpec>& specs, WeightFormat format) const;
     // Writes them (atomically). Failure to write is not an error: returns false.
     bool save(const std::vector<CachedMatrixSpec>& specs, const std::vector<PackedMatrix>& matrices) const noexcept;
 

@@ -40,6 +40,18 @@ bool Context::has_bf16_matmul() {
     return bf16_matmul_ == 1;
 }
 
+bool Context::blocks_f32_weights() {
+    if (blocks_f32_weights_ < 0) {
+        using dnnl::memory;
+        const memory::desc src({1, 4096}, memory::data_type::f32, memory::format_tag::ab);
+        const memory::desc weights({4096, 4096}, memory::data_type::f32, memory::format_tag::any);
+        const memory::desc dst({1, 4096}, memory::data_type::f32, memory::format_tag::ab);
+        const memory::desc chosen = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine_).weights_desc();
+        blocks_f32_weights_ = chosen.data.format_kind == dnnl_blocked && chosen.data.format_desc.blocking.inner_nblks > 0;
+    }
+    return blocks_f32_weights_ == 1;
+}
+
 std::string Context::isa() const {
     switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41: return "sse41";

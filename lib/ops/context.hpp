@@ -54,6 +54,10 @@ public:
 
     // Whether this CPU runs oneDNN's bf16 matmul (AVX512-BF16 or AMX); probed once.
     bool has_bf16_matmul();
+    // Whether oneDNN's f32 matmul for one row of x wants W in a blocked layout
+    // (AVX-512 CPUs), so that repacking W pays; on AVX2 it asks for a plain
+    // transpose, no faster than the file's rows. Probed once.
+    bool blocks_f32_weights();
     // oneDNN's effective ISA, as a short name ("avx2", "avx512_core_bf16", ...).
     std::string isa() const;
     // "2.6.3"
@@ -83,6 +87,7 @@ private:
     dnnl::stream stream_;
     int threads_;
     int bf16_matmul_ = -1;  // -1 not probed yet
+    int blocks_f32_weights_ = -1;
 
     using Lru = std::list<MatmulKey>;
     struct Cached {

@@ -128,52 +128,94 @@ PackedMatrix::PackedMatrix(std::int64_t in, std::int64_t out, ComputeType comput
 
 PackedMatrix::PackedMatrix(RowMatrix rows)
     : in_(rows.in()), out_(rows.out()), compute_(rows.dtype() == DType::BF16 ? ComputeType::bf16 : ComputeType::f32),
-      data_(rows.parts().at(0).bytes().data()), rows_(std::move(rows)) {}
+      desc_({rows.in(), rows.out()}, data_type(compute_), Tag::ba), data_(rows.parts().at(0).bytes().data()),
+      layout_hash_(heads::layout_hash(desc_)), rows_(std::move(rows)) {}
+
+std::vector<std::span<const std::byte>> PackedMatrix::pieces() const {
+    if (rows_.empty()) return {{static_cast<const std::byte*>(data_), desc_.get_size()}};
+    std::vector<std::span<const std::byte>> pieces;
+    for (const Tensor& part : rows_.parts()) pieces.push_back(part.bytes());
+    return pieces;
+}
 
 WeightFormat weight_format(Context& ctx, ComputeType wanted) {
-    if (wanted == ComputeType::f32) return WeightFormat::onednn_f32;
-    if (ctx.has_bf16_matmul()) return WeightFormat::onednn_bf16;
-    return row_gemv_supported() ? WeightFormat::bf16_rows : WeightFormat::onednn_f32;
+    if (wanted == ComputeType::bf16 && ctx.has_bf16_matmul()) return WeightFormat::onednn_bf16;
+    if (!row_gemv_supported()) return WeightFormat::onednn_f32;
+    if (wanted == ComputeType::bf16) return WeightFormat::rows_bf16;
+    return ctx.blocks_f32_weights() ? WeightFormat::onednn_f32 : WeightFormat::rows_f32;
+}
+
+bool is_rows(WeightFormat format) { return format == WeightFormat::rows_f32 || format == WeightFormat::rows_bf16; }
+
+ComputeType compute_of(WeightFormat format) {
+    return format == WeightFormat::onednn_f32 || format == WeightFormat::rows_f32 ? ComputeType::f32 : ComputeType::bf16;
+}
+
+const char* format_name(WeightFormat format) {
+    switch (format) {
+    case WeightFormat::onednn_f32: return "onednn-f32";
+    case WeightFormat::onednn_bf16: return "onednn-bf16";
+    case WeightFormat::rows_f32: return "rows-f32";
+    case WeightFormat::rows_bf16: return "rows-bf16";
+    }
+    return "?";
 }
 
 namespace {
 
-// The parts as BF16 rows: BF16 tensors as they are (views stay views), others converted.
-PackedMatrix bf16_rows(std::span<const Tensor> parts) {
-    std::vector<Tensor> rows;
-    for (const Tensor& part : parts) {
-        if (part.dtype() == DType::BF16) {
-            rows.push_back(part);
-            continue;
-        }
-        std::vector<std::byte> converted;
-        gather_source(std::span(&part, 1), ComputeType::bf16, converted);
-        rows.push_back(Tensor::copy_of(DType::BF16, part.shape(), converted));
-    }
-    return PackedMatrix(RowMatrix(std::move(rows)));
+DType row_dtype(WeightFormat format) { return format == WeightFormat::rows_bf16 ? DType::BF16 : DType::F32; }
+
+// The parts as rows of the format's dtype: views when they all have it, else
+// one block converted by gather_source.
+PackedMatrix row_matrix(std::span<const Tensor> parts, WeightFormat format) {
+    if (!packing_copies(parts, format)) return PackedMatrix(RowMatrix(std::vector<Tensor>(parts.begin(), parts.end())));
+    std::int64_t out = 0;
+    for (const Tensor& part : parts) out += part.dim(0);
+    std::vector<std::byte> converted;
+    gather_source(parts, compute_of(format), converted);
+    return PackedMatrix(RowMatrix({Tensor::copy_of(row_dtype(format), {out, parts[0].dim(1)}, converted)}));
 }
 
-// y = x · Wᵀ for more rows than a GEMV is worth: W converted to f32 a panel of
-// output rows at a time into scratch (O(in·out) work against O(rows·in·out)),
-// each panel multiplied by oneDNN's f32 GEMM into its columns of y.
-void panel_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
-    constexpr std::int64_t kPanelBytes = std::int64_t(8) << 20;
+// y = x · Wᵀ for more rows than a GEMV is worth, by oneDNN's f32 GEMM with
+// W transposed: f32 rows straight from each part; bf16 rows converted to f32
+// a panel of output rows at a time into scratch (O(in·out) work against
+// O(rows·in·out)), each panel multiplied into its columns of y.
+void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
     const std::int64_t in = w.in(), out = w.out();
-    const std::int64_t panel = std::min(out, std::max<std::int64_t>(16, kPanelBytes / (in * 4) / 16 * 16));
-    float* scratch = ctx.panel_scratch(std::size_t(panel * in));
     const dnnl::matmul& primitive = ctx.gemm_primitive(true, args.accumulate);
-    for (std::int64_t first = 0; first < out; first += panel) {
-        const std::int64_t count = std::min(panel, out - first);
-        row_matrix_to_f32(scratch, w, first, count);
+    auto multiply = [&](const float* rows, std::int64_t first, std::int64_t count) {
         gemm(primitive, ctx.engine(), ctx.stream(),
-             {args.y + first, out, args.x, in, scratch, in, args.rows, count, in, true, args.accumulate});
+             {args.y + first, out, args.x, in, rows, in, args.rows, count, in, true, args.accumulate});
+    };
+    if (w.dtype() == DType::F32) {
+        std::int64_t first = 0;
+        for (const Tensor& part : w.parts()) {
+            multiply(part.data<float>().data(), first, part.dim(0));
+            first += part.dim(0);
+        }
+    } else {
+        constexpr std::int64_t kPanelBytes = std::int64_t(8) << 20;
+        const std::int64_t panel = std::min(out, std::max<std::int64_t>(16, kPanelBytes / (in * 4) / 16 * 16));
+        float* scratch = ctx.panel_scratch(std::size_t(panel * in));
+        for (std::int64_t first = 0; first < out; first += panel) {
+            const std::int64_t count = std::min(panel, out - first);
+            row_matrix_to_f32(scratch, w, first, count);
+            multiply(scratch, first, count);
+        }
     }
     ctx.stream().wait();
 }
 
 }  // namespace
 
-PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted) {
+bool packing_copies(std::span<const Tensor> parts, WeightFormat format) {
+    if (!is_rows(format)) return true;
+    for (const Tensor& part : parts)
+        if (part.dtype() != row_dtype(format)) return true;
+    return false;
+}
+
+PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightFormat format) {
     if (parts.empty()) throw std::invalid_argument("pack_matrix: no parts");
     const std::int64_t in = parts[0].dim(1);
     std::int64_t out = 0;
@@ -183,9 +225,8 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeTyp
                                                     shape_string(part.shape()), in));
         out += part.dim(0);
     }
-    const WeightFormat format = weight_format(ctx, wanted);
-    if (format == WeightFormat::bf16_rows) return bf16_rows(parts);
-    const ComputeType compute = format == WeightFormat::onednn_bf16 ? ComputeType::bf16 : ComputeType::f32;
+    if (is_rows(format)) return row_matrix(parts, format);
+    const ComputeType compute = compute_of(format);
     const DataType type = data_type(compute);
 
     // The layout the decode (rows = 1) kernel prefers, kept only if prefill
@@ -213,7 +254,7 @@ void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
         if (args.rows <= kGemvMaxRows)
             row_gemv({args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
         else
-            panel_matmul(ctx, args, *rows);
+            rows_matmul(ctx, args, *rows);
         return;
     }
     const std::int64_t rows = padded_rows(args.rows);

@@ -1,17 +1,18 @@
 #pragma once
 // y = x · Wᵀ for a weight matrix W [out, in] (torch.nn.Linear's order), with W
-// either packed once into the layout oneDNN prefers for this CPU, or, for bf16
-// arithmetic on a CPU without oneDNN bf16 matmul, kept in the file's bf16 rows
-// (ops/row_gemv.hpp: an own GEMV for a few rows, oneDNN f32 over W converted
-// panel by panel for more). Primitives come from the Context's cache: one per
-// (rows, in, out, compute type), rows rounded up to a multiple of kRowBucket
-// above kRowBucket, so decoding (rows = 1) and repeated prefill lengths never
-// create one again.
+// kept in the form this CPU multiplies fastest (WeightFormat): packed once
+// into oneDNN's blocked layout where oneDNN has one for it, else the file's
+// own rows, read by an own GEMV for a few rows of x (ops/row_gemv.hpp) and
+// by oneDNN's f32 GEMM with W transposed for more. Primitives come from the
+// Context's cache: one per (rows, in, out, compute type), rows rounded up to
+// a multiple of kRowBucket above kRowBucket, so decoding (rows = 1) and
+// repeated prefill lengths never create one again.
 
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <dnnl.hpp>
 
@@ -21,13 +22,18 @@
 
 namespace heads {
 
-// How pack_matrix() keeps W for the arithmetic wanted, on this CPU.
+// How W is kept for multiplying.
 enum class WeightFormat {
-    onednn_f32,   // oneDNN's layout, f32
+    onednn_f32,   // oneDNN's layout, f32 (CPUs where it is blocked, or without AVX2)
     onednn_bf16,  // oneDNN's layout, bf16 (CPUs with oneDNN bf16 matmul)
-    bf16_rows,    // the file's [out, in] rows in bf16 (AVX2 CPUs without it)
+    rows_f32,     // [out, in] rows in f32 (AVX2 CPUs where oneDNN's f32 layout is plain)
+    rows_bf16,    // [out, in] rows in bf16 (AVX2 CPUs without oneDNN bf16 matmul)
 };
+// The format for `wanted` arithmetic on this CPU.
 WeightFormat weight_format(Context& ctx, ComputeType wanted);
+bool is_rows(WeightFormat format);
+ComputeType compute_of(WeightFormat format);
+const char* format_name(WeightFormat format);  // "onednn-f32", "rows-bf16", ...
 
 class PackedMatrix {
 public:
@@ -35,18 +41,23 @@ public:
     // Wraps memory already in `desc`'s layout (e.g. mapped from a weight cache file).
     PackedMatrix(std::int64_t in, std::int64_t out, ComputeType compute, const dnnl::memory::desc& desc,
                  const void* data, std::shared_ptr<const void> owner);
-    // W as rows for row_gemv (compute bf16 for BF16 rows).
+    // W as rows (compute bf16 for BF16 rows); desc() is then the plain
+    // [out, in] layout of the rows' dtype.
     explicit PackedMatrix(RowMatrix rows);
 
     std::int64_t in() const { return in_; }
     std::int64_t out() const { return out_; }
     ComputeType compute() const { return compute_; }
     const dnnl::memory::desc& desc() const { return desc_; }
+    // The data when it is one block of desc().get_size() bytes; rows may be
+    // several blocks (views of q, k and v): see parts().
     const void* data() const { return data_; }
     std::size_t nbytes() const { return rows_.empty() ? desc_.get_size() : rows_.nbytes(); }
+    // The bytes of W in desc()'s layout, as one or more consecutive pieces.
+    std::vector<std::span<const std::byte>> pieces() const;
     std::uint64_t layout_hash() const { return layout_hash_; }
     bool empty() const { return data_ == nullptr; }
-    // The rows when W is kept as rows (desc() is then empty), else null.
+    // The rows when W is kept as rows, else null.
     const RowMatrix* rows() const { return rows_.empty() ? nullptr : &rows_; }
 
 private:
@@ -59,10 +70,13 @@ private:
     RowMatrix rows_;
 };
 
-// Packs W = the parts stacked along `out` (each [out_i, in]; F32, BF16 or F16)
-// for `wanted` arithmetic, in weight_format(ctx, wanted): BF16 parts are then
-// used in place as rows (no copy), others converted.
-PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, ComputeType wanted);
+// W = the parts stacked along `out` (each [out_i, in]; F32, BF16 or F16) in
+// `format`: repacked for oneDNN formats; for rows formats the parts are used
+// in place when all are of the rows' dtype, else converted into one block.
+PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightFormat format);
+// Whether pack_matrix() makes new data (rather than views of the parts): only
+// then is the result worth keeping in a weight cache.
+bool packing_copies(std::span<const Tensor> parts, WeightFormat format);
 
 // A stable hash of a memory descriptor's layout (dims, type, blocking).
 std::uint64_t layout_hash(const dnnl::memory::desc& desc);

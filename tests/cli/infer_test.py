@@ -172,9 +172,11 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
            f"head table values equal the reference's (max difference {np.abs(rows_ours - rows_theirs).max()})")
 
     # --- the weight cache: written once, then mapped; stale or broken files are rebuilt ---
-    big = os.path.join(tmp, "big")  # lm_head 33000 x 256 f32 = 33 MB, past the 32 MiB threshold
+    # f16 weights are converted to f32 in every weight format (repacked or rows), so they are always cached;
+    # lm_head 33000 x 256 in f32 = 33 MB, past the 32 MiB threshold.
+    big = os.path.join(tmp, "big")
     subprocess.run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", big, "--vocab", "33000", "--d-model", "256",
-                    "--n-layers", "1", "--n-heads", "4"], check=True, capture_output=True)
+                    "--n-layers", "1", "--n-heads", "4", "--dtype", "f16"], check=True, capture_output=True)
     cache_dir = os.path.join(tmp, "cache")
     env = dict(os.environ, HEADS_WEIGHT_CACHE=cache_dir)
 

@@ -1,7 +1,8 @@
 // lib/model's Session API on a random model (scripts/make-random-model):
 // tree masks verify many drafts in one pass, keep_rows and truncate roll the
 // cache back, fork copies it, head masks change between steps, and the
-// config parser rejects what it must.
+// config parser rejects what it must. The weight cache keeps every weight
+// format.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 
 #include "kv/kv_frame.hpp"
 #include "model/session.hpp"
+#include "model/weight_cache.hpp"
 #include "tensor/error.hpp"
 #include "temp_dir.hpp"
 
@@ -234,4 +236,33 @@ TEST_CASE("the cache can track the attention each slot receives, step after step
     const std::vector<std::int64_t> recent = {4, 5};
     session.cache().keep(1, 1, recent);
     CHECK(head.received.data()[0] == kept);
+}
+
+TEST_CASE("the weight cache keeps matrices of every format, rows in several parts included, and refuses another") {
+    Context ctx(1);
+    test::TempDir dir;
+    const std::int64_t in = 48;
+    std::vector<float> a(std::size_t(5 * in)), b(std::size_t(7 * in));
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] = std::sin(float(i));
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = std::cos(float(i));
+    const Tensor parts[] = {Tensor::copy_of(DType::F32, {5, in}, std::as_bytes(std::span(a))),
+                            Tensor::copy_of(DType::F32, {7, in}, std::as_bytes(std::span(b)))};
+    std::vector<WeightFormat> formats = {WeightFormat::onednn_f32};
+    if (row_gemv_supported()) formats.push_back(WeightFormat::rows_f32);
+    for (const WeightFormat format : formats) {
+        CAPTURE(format_name(format));
+        const std::vector<CachedMatrixSpec> specs = {{"w", in, 12}};
+        std::vector<PackedMatrix> made;
+        made.push_back(pack_matrix(ctx, parts, format));
+        const WeightCache cache(dir / format_name(format), "key");
+        REQUIRE(cache.save(specs, made));
+        const auto loaded = cache.load(specs, format);
+        REQUIRE(loaded);
+        CHECK((loaded->at(0).rows() != nullptr) == is_rows(format));
+        std::vector<float> x(std::size_t(in), 0.25f), y_made(12), y_loaded(12);
+        matmul(ctx, {y_made.data(), x.data(), 1}, made[0]);
+        matmul(ctx, {y_loaded.data(), x.data(), 1}, loaded->at(0));
+        CHECK(y_made == y_loaded);
+        CHECK_FALSE(WeightCache(dir / format_name(format), "another key").load(specs, format));
+    }
 }

@@ -34,85 +34,115 @@ Tensor tensor_bf16(const std::vector<float>& values, Shape shape) {
     return Tensor::copy_of(DType::BF16, std::move(shape), std::as_bytes(std::span(bits)));
 }
 
+// Every format this CPU can multiply in, for f32 weights (bf16 = false) or bf16 ones.
+std::vector<WeightFormat> formats_here(Context& ctx, bool bf16) {
+    std::vector<WeightFormat> formats = {WeightFormat::onednn_f32};
+    if (row_gemv_supported()) formats.push_back(bf16 ? WeightFormat::rows_bf16 : WeightFormat::rows_f32);
+    if (bf16 && ctx.has_bf16_matmul()) formats.push_back(WeightFormat::onednn_bf16);
+    return formats;
+}
+
 }  // namespace
 
-TEST_CASE("matmul equals a plain loop for decode and prefill shapes, with accumulation") {
+TEST_CASE("the weight format follows the CPU") {
     Context ctx(1);
-    for (auto [rows, in, out] : {std::tuple{1L, 64L, 48L}, {5L, 32L, 100L}, {17L, 80L, 33L}, {40L, 128L, 256L}}) {
-        CAPTURE(rows);
-        CAPTURE(in);
-        CAPTURE(out);
-        const auto w1 = random_values(std::size_t(out / 2 * in), 1);
-        const auto w2 = random_values(std::size_t((out - out / 2) * in), 2);
-        const Tensor parts[] = {tensor_f32(w1, {out / 2, in}), tensor_f32(w2, {out - out / 2, in})};
-        const PackedMatrix w = pack_matrix(ctx, parts, ComputeType::f32);
-        CHECK(w.in() == in);
-        CHECK(w.out() == out);
-        const std::int64_t padded = padded_rows(rows);
-        auto x = random_values(std::size_t(padded * in), 3);
-        std::vector<float> y(std::size_t(padded * out), 0.5f);
-        matmul(ctx, {y.data(), x.data(), rows, true}, w);
-        double worst = 0.0;
-        for (std::int64_t r = 0; r < rows; ++r)
-            for (std::int64_t o = 0; o < out; ++o) {
-                const float* wrow = o < out / 2 ? &w1[std::size_t(o * in)] : &w2[std::size_t((o - out / 2) * in)];
-                double expect = 0.5;
-                for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wrow[k];
-                worst = std::max(worst, std::abs(expect - y[std::size_t(r * out + o)]));
-            }
-        CHECK(worst < 1e-4 * std::sqrt(double(in)));
-        // A second call reuses the cached primitive and overwrites.
-        const std::size_t cached = ctx.matmul_cache_size();
-        std::vector<float> y2(y.size(), 7.0f);
-        matmul(ctx, {y2.data(), x.data(), rows}, w);
-        CHECK(ctx.matmul_cache_size() == cached + 1);  // the non-accumulating primitive is its own entry
-        matmul(ctx, {y2.data(), x.data(), rows}, w);
-        CHECK(ctx.matmul_cache_size() == cached + 1);
-        for (std::int64_t r = 0; r < rows; ++r)
-            for (std::int64_t o = 0; o < out; ++o)
-                CHECK(std::abs(y2[std::size_t(r * out + o)] + 0.5f - y[std::size_t(r * out + o)]) < 1e-4f);
+    CHECK(weight_format(ctx, ComputeType::f32) == (!row_gemv_supported()        ? WeightFormat::onednn_f32
+                                                   : ctx.blocks_f32_weights() ? WeightFormat::onednn_f32
+                                                                              : WeightFormat::rows_f32));
+    CHECK(weight_format(ctx, ComputeType::bf16) == (ctx.has_bf16_matmul()  ? WeightFormat::onednn_bf16
+                                                    : row_gemv_supported() ? WeightFormat::rows_bf16
+                                                                           : WeightFormat::onednn_f32));
+}
+
+TEST_CASE("matmul equals a plain loop for decode and prefill shapes, with accumulation, in every format") {
+    Context ctx(1);
+    for (const WeightFormat format : formats_here(ctx, false)) {
+        for (auto [rows, in, out] : {std::tuple{1L, 64L, 48L}, {5L, 32L, 100L}, {17L, 80L, 33L}, {40L, 128L, 256L}}) {
+            CAPTURE(format_name(format));
+            CAPTURE(rows);
+            CAPTURE(in);
+            CAPTURE(out);
+            const auto w1 = random_values(std::size_t(out / 2 * in), 1);
+            const auto w2 = random_values(std::size_t((out - out / 2) * in), 2);
+            const Tensor parts[] = {tensor_f32(w1, {out / 2, in}), tensor_f32(w2, {out - out / 2, in})};
+            const PackedMatrix w = pack_matrix(ctx, parts, format);
+            CHECK(packing_copies(parts, format) == !is_rows(format));
+            if (w.rows()) CHECK(w.rows()->parts()[1].bytes().data() == parts[1].bytes().data());  // views, no copy
+            CHECK(w.in() == in);
+            CHECK(w.out() == out);
+            const std::int64_t padded = padded_rows(rows);
+            auto x = random_values(std::size_t(padded * in), 3);
+            std::vector<float> y(std::size_t(padded * out), 0.5f);
+            matmul(ctx, {y.data(), x.data(), rows, true}, w);
+            double worst = 0.0;
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    const float* wrow = o < out / 2 ? &w1[std::size_t(o * in)] : &w2[std::size_t((o - out / 2) * in)];
+                    double expect = 0.5;
+                    for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wrow[k];
+                    worst = std::max(worst, std::abs(expect - y[std::size_t(r * out + o)]));
+                }
+            CHECK(worst < 1e-4 * std::sqrt(double(in)));
+            // A second call (reusing the cached primitive, for oneDNN layouts) overwrites.
+            const std::size_t cached = ctx.matmul_cache_size();
+            std::vector<float> y2(y.size(), 7.0f);
+            matmul(ctx, {y2.data(), x.data(), rows}, w);
+            const std::size_t added = is_rows(format) ? 0 : 1;  // the non-accumulating primitive is its own entry
+            CHECK(ctx.matmul_cache_size() == cached + added);
+            matmul(ctx, {y2.data(), x.data(), rows}, w);
+            CHECK(ctx.matmul_cache_size() == cached + added);
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t o = 0; o < out; ++o)
+                    CHECK(std::abs(y2[std::size_t(r * out + o)] + 0.5f - y[std::size_t(r * out + o)]) < 1e-4f);
+        }
     }
 }
 
-TEST_CASE("bf16 weights: oneDNN bf16 where the CPU has it, else the file's rows with f32 activations, else f32") {
+TEST_CASE("bf16 weights in every format: oneDNN bf16, the file's rows with f32 activations, f32") {
     Context ctx(1);
     const std::int64_t in = 64, out = 40;
     const auto w = random_values(std::size_t(in * out), 4);
     const Tensor part = tensor_bf16(w, {out, in});
-    const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), ComputeType::bf16);
-    const WeightFormat format = weight_format(ctx, ComputeType::bf16);
-    CHECK(format == (ctx.has_bf16_matmul() ? WeightFormat::onednn_bf16
-                     : row_gemv_supported() ? WeightFormat::bf16_rows : WeightFormat::onednn_f32));
-    CHECK((packed.compute() == ComputeType::bf16) == (format != WeightFormat::onednn_f32));
-    CHECK((packed.rows() != nullptr) == (format == WeightFormat::bf16_rows));
-    if (packed.rows()) CHECK(packed.rows()->parts()[0].bytes().data() == part.bytes().data());  // no copy
-    const auto wf = part.to_f32();
-    for (std::int64_t rows : {1L, 3L, 8L, 9L, 20L}) {  // the GEMV and the panel path
-        CAPTURE(rows);
-        const auto x = random_values(std::size_t(padded_rows(rows) * in), 5);
-        std::vector<float> y(std::size_t(padded_rows(rows) * out));
-        matmul(ctx, {y.data(), x.data(), rows}, packed);
-        // bf16 activations lose ~3 significant digits; f32 activations are exact to float rounding.
-        const double tolerance = format == WeightFormat::onednn_bf16 ? 3e-2 : 1e-4;
-        for (std::int64_t r = 0; r < rows; ++r)
-            for (std::int64_t o = 0; o < out; ++o) {
-                double expect = 0.0;
-                for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wf[std::size_t(o * in + k)];
-                CHECK(std::abs(expect - y[std::size_t(r * out + o)]) < tolerance * std::sqrt(double(in)));
-            }
+    for (const WeightFormat format : formats_here(ctx, true)) {
+        CAPTURE(format_name(format));
+        const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), format);
+        CHECK(packed.compute() == compute_of(format));
+        CHECK((packed.rows() != nullptr) == is_rows(format));
+        if (packed.rows()) CHECK(packed.rows()->parts()[0].bytes().data() == part.bytes().data());  // no copy
+        const auto wf = part.to_f32();
+        for (std::int64_t rows : {1L, 3L, 8L, 9L, 20L}) {  // the GEMV and the panel path
+            CAPTURE(rows);
+            const auto x = random_values(std::size_t(padded_rows(rows) * in), 5);
+            std::vector<float> y(std::size_t(padded_rows(rows) * out));
+            matmul(ctx, {y.data(), x.data(), rows}, packed);
+            // bf16 activations lose ~3 significant digits; f32 activations are exact to float rounding.
+            const double tolerance = format == WeightFormat::onednn_bf16 ? 3e-2 : 1e-4;
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    double expect = 0.0;
+                    for (std::int64_t k = 0; k < in; ++k) expect += double(x[std::size_t(r * in + k)]) * wf[std::size_t(o * in + k)];
+                    CHECK(std::abs(expect - y[std::size_t(r * out + o)]) < tolerance * std::sqrt(double(in)));
+                }
+        }
     }
 }
 
-TEST_CASE("f16 weights are widened to f32") {
+TEST_CASE("f16 weights are converted in every format, into one block of rows") {
     Context ctx(1);
     std::vector<std::uint16_t> bits = {f32_to_f16(1.0f), f32_to_f16(-2.0f), f32_to_f16(0.5f), f32_to_f16(3.0f)};
     const Tensor part = Tensor::copy_of(DType::F16, {2, 2}, std::as_bytes(std::span(bits)));
-    const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), ComputeType::bf16);
-    const float x[2] = {2.0f, 1.0f};
-    float y[2];
-    matmul(ctx, {y, x, 1}, packed);
-    CHECK(y[0] == doctest::Approx(0.0));
-    CHECK(y[1] == doctest::Approx(4.0));
+    for (const bool bf16 : {false, true})
+        for (const WeightFormat format : formats_here(ctx, bf16)) {
+            CAPTURE(format_name(format));
+            CHECK(packing_copies(std::span(&part, 1), format));
+            const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), format);
+            if (packed.rows()) CHECK(packed.pieces().size() == 1);
+            const float x[2] = {2.0f, 1.0f};
+            float y[2];
+            matmul(ctx, {y, x, 1}, packed);
+            CHECK(y[0] == doctest::Approx(0.0));
+            CHECK(y[1] == doctest::Approx(4.0));
+        }
 }
 
 TEST_CASE("rms_norm") {
