@@ -104,29 +104,27 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
     }
 }
 
-void attend_rows(const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws, const ProbeSink* sink,
-                 bool write_output) {
+void attend_rows(WorkPool& pool, const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws,
+                 const ProbeSink* sink, bool write_output) {
     std::int64_t max_slots = 0;
     for (const auto& kv : a.kv) max_slots = std::max(max_slots, kv.slots);
     const std::int64_t n_group = groups.largest();
-    const int threads = omp_get_max_threads();
-    const Scratch scratch = reserve(ws, n_group * (max_slots + a.head_dim), threads);
+    const Scratch scratch = reserve(ws, n_group * (max_slots + a.head_dim), pool.threads());
     const std::int64_t n_kv = std::int64_t(a.kv.size());
     // Received mass is summed per KV head and head statistics per query head
     // over all queries: then one thread owns each KV head (and its query heads).
     const bool by_kv_head = sink && (a.probe.received || a.probe.received_recent || a.probe.stats);
     const std::int64_t items = by_kv_head ? n_kv : n_kv * a.n_new;
-    // Dynamic: KV heads may hold different numbers of slots (compressed caches).
-#pragma omp parallel for schedule(dynamic) if (items > 1 && threads > 1)
-    for (std::int64_t item = 0; item < items; ++item) {
-        float* scores = scratch.of(omp_get_thread_num());
+    // Items are taken one at a time: KV heads may hold different numbers of slots (compressed caches).
+    pool.run(items, [&](std::int64_t item, int thread) {
+        float* scores = scratch.of(thread);
         float* acc = scores + n_group * max_slots;
         if (by_kv_head) {
             for (std::int64_t i = 0; i < a.n_new; ++i) attend_row(a, groups, sink, write_output, item, i, scores, acc);
         } else {
             attend_row(a, groups, sink, write_output, item / a.n_new, item % a.n_new, scores, acc);
         }
-    }
+    });
 }
 
 // One (KV head, query block) of the blocked path.
@@ -252,10 +250,10 @@ void attention(Context& ctx, AttentionWorkspace& ws, const AttentionArgs& a) {
     if (a.n_new >= kBlockThreshold)
         attend_blocks(ctx, a, groups, ws);
     else
-        attend_rows(a, groups, ws, nullptr, true);
+        attend_rows(ctx.pool(), a, groups, ws, nullptr, true);
     if (a.probe.wanted()) {
         const ProbeSink sink(a);
-        attend_rows(a, groups, ws, &sink, false);
+        attend_rows(ctx.pool(), a, groups, ws, &sink, false);
     }
 }
 

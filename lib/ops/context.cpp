@@ -19,8 +19,9 @@ std::size_t MatmulKeyHash::operator()(const MatmulKey& key) const {
     return h;
 }
 
-Context::Context(int threads) : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
-    threads_ = threads > 0 ? threads : omp_get_num_procs();
+Context::Context(int threads)
+    : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_), threads_(threads > 0 ? threads : omp_get_num_procs()),
+      pool_(threads_) {
     omp_set_num_threads(threads_);
 }
 

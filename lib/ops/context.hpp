@@ -15,6 +15,7 @@
 #include <dnnl.hpp>
 
 #include "ops/buffer.hpp"
+#include "ops/work_pool.hpp"
 
 namespace heads {
 
@@ -51,6 +52,9 @@ public:
     dnnl::engine& engine() { return engine_; }
     dnnl::stream& stream() { return stream_; }
     int threads() const { return threads_; }
+    // The threads of decode's loops (ops/work_pool.hpp); oneDNN and the
+    // prefill loops use OpenMP's, threads() of them.
+    WorkPool& pool() { return pool_; }
 
     // Whether this CPU runs oneDNN's bf16 matmul (AVX512-BF16 or AMX); probed once.
     bool has_bf16_matmul();
@@ -86,6 +90,7 @@ private:
     dnnl::engine engine_;
     dnnl::stream stream_;
     int threads_;
+    WorkPool pool_;
     int bf16_matmul_ = -1;  // -1 not probed yet
     int blocks_f32_weights_ = -1;
 

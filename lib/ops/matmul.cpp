@@ -252,7 +252,7 @@ void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
     if (args.rows <= 0) return;
     if (const RowMatrix* rows = w.rows()) {
         if (args.rows <= kGemvMaxRows)
-            row_gemv({args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
+            row_gemv(ctx.pool(), {args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
         else
             rows_matmul(ctx, args, *rows);
         return;

@@ -59,24 +59,24 @@ HEADS_AVX2 void dot_row(const W* w, std::int64_t in, const float* x, std::int64_
     }
 }
 
-// Blocks are handed out one at a time: a thread that falls behind (another
-// process took its core for a while) then leaves its share to the others
-// instead of holding everyone at the barrier; ~7% of decode time was spent
-// waiting there with a static split even on a quiet machine.
-template <class W> HEADS_AVX2 void gemv(const RowGemvArgs& a, const RowMatrix& m) {
-    const auto& blocks = m.blocks();
-    const std::int64_t n = std::int64_t(blocks.size()), in = m.in();
-#pragma omp parallel for schedule(dynamic)
-    for (std::int64_t b = 0; b < n; ++b) {
-        const RowMatrix::Block& blk = blocks[std::size_t(b)];
-        for (std::int64_t r = 0; r < blk.count; ++r) {
-            const W* w = reinterpret_cast<const W*>(blk.rows) + r * in;
-            float* y = a.y + blk.first + r;
-            std::int64_t c = 0;
-            for (; c + 2 <= a.rows; c += 2) dot_row<W, 2>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
-            if (c < a.rows) dot_row<W, 1>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
-        }
+// One block of output rows, each row against every row of x.
+template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
+    for (std::int64_t r = 0; r < blk.count; ++r) {
+        const W* w = reinterpret_cast<const W*>(blk.rows) + r * in;
+        float* y = a.y + blk.first + r;
+        std::int64_t c = 0;
+        for (; c + 2 <= a.rows; c += 2) dot_row<W, 2>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
+        if (c < a.rows) dot_row<W, 1>(w, in, a.x + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
     }
+}
+
+// Blocks are handed out one at a time (WorkPool): a thread that falls behind
+// leaves its share to the others; a static split left ~7% of decode time
+// waiting at barriers even on a quiet machine.
+template <class W> void gemv(WorkPool& pool, const RowGemvArgs& a, const RowMatrix& m) {
+    const auto& blocks = m.blocks();
+    pool.run(std::int64_t(blocks.size()),
+             [&](std::int64_t b, int) { gemv_block<W>(a, blocks[std::size_t(b)], m.in()); });
 }
 
 }  // namespace
@@ -110,13 +110,13 @@ bool row_gemv_supported() {
     return supported;
 }
 
-void row_gemv(const RowGemvArgs& args, const RowMatrix& w) {
+void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w) {
     if (args.rows < 1 || args.rows > kGemvMaxRows)
         throw std::invalid_argument(fmt::format("row_gemv: {} rows (1 to {})", args.rows, kGemvMaxRows));
     if (w.dtype() == DType::BF16)
-        gemv<std::uint16_t>(args, w);
+        gemv<std::uint16_t>(pool, args, w);
     else
-        gemv<float>(args, w);
+        gemv<float>(pool, args, w);
 }
 
 void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::int64_t count) {

@@ -3,14 +3,15 @@
 // weight file's [out, in] rows, bf16 or f32, converted to f32 in registers:
 // the kernel streams 2 bytes per bf16 weight where a repacked f32 copy would
 // stream 4. AVX2/FMA (chosen at run time: row_gemv_supported()). One weight
-// row at a time against up to two rows of x; OpenMP over blocks of output
-// rows, taken dynamically. Each output element is summed by one thread in a fixed order, so
-// results do not depend on -t.
+// row at a time against up to two rows of x; the pool's threads take blocks
+// of output rows one at a time. Each output element is summed by one thread
+// in a fixed order, so results do not depend on -t.
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "ops/work_pool.hpp"
 #include "tensor/tensor.hpp"
 
 namespace heads {
@@ -62,7 +63,7 @@ struct RowGemvArgs {
 // Whether this CPU runs row_gemv (AVX2 and FMA).
 bool row_gemv_supported();
 
-void row_gemv(const RowGemvArgs& args, const RowMatrix& w);
+void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w);
 
 // Rows first .. first + count of W as f32 into out [count, in] (OpenMP over rows).
 void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::int64_t count);

@@ -4,7 +4,6 @@
 // 1..8 rows), accumulation, strided y, and bit-identical results for any
 // thread count.
 #include <doctest/doctest.h>
-#include <omp.h>
 
 #include <cmath>
 #include <random>
@@ -59,6 +58,7 @@ std::vector<double> reference(const std::vector<Tensor>& parts, const std::vecto
 }  // namespace
 
 TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accumulation") {
+    WorkPool pool(2);
     if (!row_gemv_supported()) {
         MESSAGE("skipped: this CPU has no AVX2/FMA");
         return;
@@ -86,7 +86,7 @@ TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accu
                     std::vector<float> y(std::size_t(rows * ldy), 0.0f);
                     if (accumulate) y = random_values(y.size(), seed++);
                     const std::vector<float> y0 = y;
-                    row_gemv({y.data(), ldy, x.data(), in, rows, accumulate}, w);
+                    row_gemv(pool, {y.data(), ldy, x.data(), in, rows, accumulate}, w);
                     const auto expect = reference(parts, x, rows, in, ldy, accumulate ? y0 : std::vector<float>(y.size()));
                     double worst = 0.0;
                     for (std::int64_t r = 0; r < rows; ++r) {
@@ -107,14 +107,13 @@ TEST_CASE("row_gemv gives the same bits for any thread count") {
     const std::int64_t in = 301, rows = 3;
     const RowMatrix w({random_part(DType::BF16, 203, in, 7), random_part(DType::BF16, 50, in, 8)});
     const auto x = random_values(std::size_t(rows * in), 9);
-    std::vector<float> one(std::size_t(rows * w.out())), two(one.size());
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    row_gemv({one.data(), w.out(), x.data(), in, rows}, w);
-    omp_set_num_threads(2);
-    row_gemv({two.data(), w.out(), x.data(), in, rows}, w);
-    omp_set_num_threads(saved);
+    std::vector<float> one(std::size_t(rows * w.out())), two(one.size()), three(one.size());
+    WorkPool pool_1(1), pool_2(2), pool_3(3);
+    row_gemv(pool_1, {one.data(), w.out(), x.data(), in, rows}, w);
+    row_gemv(pool_2, {two.data(), w.out(), x.data(), in, rows}, w);
+    row_gemv(pool_3, {three.data(), w.out(), x.data(), in, rows}, w);
     CHECK(one == two);
+    CHECK(one == three);
 }
 
 TEST_CASE("matmul over bf16 rows: the panel path (more rows than a GEMV) equals the plain loop") {

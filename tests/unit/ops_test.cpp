@@ -1,6 +1,7 @@
-// lib/ops against plain loops: matmul in every layout oneDNN picks, RMSNorm, RoPE, SwiGLU, softmax.
+// lib/ops against plain loops: matmul in every layout oneDNN picks, RMSNorm, RoPE, SwiGLU, softmax; the work pool.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <numbers>
 #include <random>
@@ -11,6 +12,7 @@
 #include "ops/matmul.hpp"
 #include "ops/norm.hpp"
 #include "ops/rope.hpp"
+#include "ops/work_pool.hpp"
 
 using namespace heads;
 
@@ -143,6 +145,27 @@ TEST_CASE("f16 weights are converted in every format, into one block of rows") {
             CHECK(y[0] == doctest::Approx(0.0));
             CHECK(y[1] == doctest::Approx(4.0));
         }
+}
+
+TEST_CASE("the work pool runs every item exactly once, loop after loop, with thread numbers in range") {
+    for (int threads : {1, 2, 3, 8}) {  // 8: more threads than this machine's cores
+        CAPTURE(threads);
+        WorkPool pool(threads);
+        CHECK(pool.threads() == threads);
+        for (std::int64_t items : {0L, 1L, 2L, 7L, 1000L}) {
+            std::vector<std::atomic<int>> calls(static_cast<std::size_t>(items));
+            std::atomic<bool> thread_in_range = true;
+            for (int loop = 0; loop < 200; ++loop)
+                pool.run(items, [&](std::int64_t item, int thread) {
+                    calls[std::size_t(item)].fetch_add(1);
+                    if (thread < 0 || thread >= threads) thread_in_range = false;
+                });
+            bool each_200 = true;
+            for (const auto& count : calls) each_200 = each_200 && count.load() == 200;
+            CHECK(each_200);
+            CHECK(thread_in_range);
+        }
+    }
 }
 
 TEST_CASE("rms_norm") {
