@@ -107,7 +107,10 @@ std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<Cac
             const std::byte* data = bytes.data() + offset;
             if (sample_hash({{data, size}}) != entry.at("check").get<std::uint64_t>()) return std::nullopt;
             if (is_rows(format)) {
-                const DType dtype = format == WeightFormat::rows_bf16 ? DType::BF16 : DType::F32;
+                const auto type = desc.data_type();
+                const DType dtype = type == dnnl::memory::data_type::bf16  ? DType::BF16
+                                    : type == dnnl::memory::data_type::f16 ? DType::F16
+                                                                           : DType::F32;
                 PackedMatrix rows(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}));
                 if (layout_hash(rows.desc()) != layout_hash(desc)) return std::nullopt;
                 matrices.push_back(std::move(rows));

@@ -16,6 +16,15 @@ using DataType = memory::data_type;
 
 DataType data_type(ComputeType compute) { return compute == ComputeType::bf16 ? DataType::bf16 : DataType::f32; }
 
+DataType onednn_type(DType dtype) {
+    switch (dtype) {
+    case DType::BF16: return DataType::bf16;
+    case DType::F16: return DataType::f16;
+    case DType::F32: return DataType::f32;
+    default: throw std::invalid_argument(fmt::format("no oneDNN type for {}", dtype_name(dtype)));
+    }
+}
+
 // FNV-1a over a sequence of 64-bit words.
 struct Fnv {
     std::uint64_t h = 1469598103934665603ull;
@@ -128,7 +137,7 @@ PackedMatrix::PackedMatrix(std::int64_t in, std::int64_t out, ComputeType comput
 
 PackedMatrix::PackedMatrix(RowMatrix rows)
     : in_(rows.in()), out_(rows.out()), compute_(rows.dtype() == DType::BF16 ? ComputeType::bf16 : ComputeType::f32),
-      desc_({rows.in(), rows.out()}, data_type(compute_), Tag::ba), data_(rows.parts().at(0).bytes().data()),
+      desc_({rows.in(), rows.out()}, onednn_type(rows.dtype()), Tag::ba), data_(rows.parts().at(0).bytes().data()),
       layout_hash_(heads::layout_hash(desc_)), rows_(std::move(rows)) {}
 
 std::vector<std::span<const std::byte>> PackedMatrix::pieces() const {
@@ -165,8 +174,8 @@ namespace {
 
 DType row_dtype(WeightFormat format) { return format == WeightFormat::rows_bf16 ? DType::BF16 : DType::F32; }
 
-// The parts as rows of the format's dtype: views when they all have it, else
-// one block converted by gather_source.
+// The parts as rows: views when packing_copies() allows, else one block of
+// the format's dtype converted by gather_source.
 PackedMatrix row_matrix(std::span<const Tensor> parts, WeightFormat format) {
     if (!packing_copies(parts, format)) return PackedMatrix(RowMatrix(std::vector<Tensor>(parts.begin(), parts.end())));
     std::int64_t out = 0;
@@ -208,10 +217,18 @@ void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
 
 }  // namespace
 
+// f32 arithmetic reads f32, bf16 and f16 rows alike (widening them is
+// exact); bf16 arithmetic means bf16 weights. The parts of one matrix must
+// share a dtype to be used in place.
 bool packing_copies(std::span<const Tensor> parts, WeightFormat format) {
     if (!is_rows(format)) return true;
+    const DType dtype = parts[0].dtype();
+    const bool usable = format == WeightFormat::rows_bf16
+                            ? dtype == DType::BF16
+                            : dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16;
+    if (!usable) return true;
     for (const Tensor& part : parts)
-        if (part.dtype() != row_dtype(format)) return true;
+        if (part.dtype() != dtype) return true;
     return false;
 }
 

@@ -26,7 +26,8 @@ namespace heads {
 enum class WeightFormat {
     onednn_f32,   // oneDNN's layout, f32 (CPUs where it is blocked, or without AVX2)
     onednn_bf16,  // oneDNN's layout, bf16 (CPUs with oneDNN bf16 matmul)
-    rows_f32,     // [out, in] rows in f32 (AVX2 CPUs where oneDNN's f32 layout is plain)
+    rows_f32,     // [out, in] rows, f32 arithmetic on f32, bf16 or f16 values as the file
+                  // holds them (AVX2 CPUs where oneDNN's f32 layout is plain)
     rows_bf16,    // [out, in] rows in bf16 (AVX2 CPUs without oneDNN bf16 matmul)
 };
 // The format for `wanted` arithmetic on this CPU.
@@ -72,7 +73,8 @@ private:
 
 // W = the parts stacked along `out` (each [out_i, in]; F32, BF16 or F16) in
 // `format`: repacked for oneDNN formats; for rows formats the parts are used
-// in place when all are of the rows' dtype, else converted into one block.
+// in place where packing_copies() says they can be, else converted into one
+// block of f32 (rows_f32) or bf16 (rows_bf16).
 PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightFormat format);
 // Whether pack_matrix() makes new data (rather than views of the parts): only
 // then is the result worth keeping in a weight cache.

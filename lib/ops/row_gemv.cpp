@@ -9,17 +9,29 @@
 namespace heads {
 namespace {
 
-#define HEADS_AVX2 __attribute__((target("avx2,fma")))
+#define HEADS_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// 8 weights at w[k] as f32.
+// The weights' element types: bf16 and f16 are both 16 bits.
+struct Bf16 {
+    std::uint16_t bits;
+};
+struct F16 {
+    std::uint16_t bits;
+};
+
+// 8 weights at w[k] as f32 (exact: every bf16 and f16 value is an f32 value).
 template <class W> HEADS_AVX2 inline __m256 load8(const W* w);
-template <> HEADS_AVX2 inline __m256 load8(const std::uint16_t* w) {
+template <> HEADS_AVX2 inline __m256 load8(const Bf16* w) {
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
+template <> HEADS_AVX2 inline __m256 load8(const F16* w) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+}
 template <> HEADS_AVX2 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
 
-inline float to_f32(std::uint16_t w) { return bf16_to_f32(w); }
+inline float to_f32(Bf16 w) { return bf16_to_f32(w.bits); }
+inline float to_f32(F16 w) { return f16_to_f32(w.bits); }
 inline float to_f32(float w) { return w; }
 
 HEADS_AVX2 inline float sum8(__m256 v) {
@@ -59,6 +71,13 @@ HEADS_AVX2 void dot_row(const W* w, std::int64_t in, const float* x, std::int64_
     }
 }
 
+// out[0, n) = w[0, n) as f32.
+template <class W> HEADS_AVX2 void widen(const W* w, std::int64_t n, float* out) {
+    std::int64_t k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(out + k, load8(w + k));
+    for (; k < n; ++k) out[k] = to_f32(w[k]);
+}
+
 // One block of output rows, each row against every row of x.
 template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
     for (std::int64_t r = 0; r < blk.count; ++r) {
@@ -85,8 +104,8 @@ RowMatrix::RowMatrix(std::vector<Tensor> parts) : parts_(std::move(parts)) {
     if (parts_.empty()) throw std::invalid_argument("RowMatrix: no parts");
     in_ = parts_[0].dim(1);
     dtype_ = parts_[0].dtype();
-    if (dtype_ != DType::BF16 && dtype_ != DType::F32)
-        throw std::invalid_argument(fmt::format("RowMatrix: {} rows; BF16 or F32 expected", dtype_name(dtype_)));
+    if (dtype_ != DType::BF16 && dtype_ != DType::F16 && dtype_ != DType::F32)
+        throw std::invalid_argument(fmt::format("RowMatrix: {} rows; BF16, F16 or F32 expected", dtype_name(dtype_)));
     for (const Tensor& part : parts_) {
         if (part.rank() != 2 || part.dim(1) != in_ || part.dtype() != dtype_)
             throw std::invalid_argument(fmt::format("RowMatrix: part {} {} does not match [*, {}] {}", shape_string(part.shape()),
@@ -106,17 +125,19 @@ std::size_t RowMatrix::nbytes() const {
 }
 
 bool row_gemv_supported() {
-    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    static const bool supported =
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     return supported;
 }
 
 void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w) {
     if (args.rows < 1 || args.rows > kGemvMaxRows)
         throw std::invalid_argument(fmt::format("row_gemv: {} rows (1 to {})", args.rows, kGemvMaxRows));
-    if (w.dtype() == DType::BF16)
-        gemv<std::uint16_t>(pool, args, w);
-    else
-        gemv<float>(pool, args, w);
+    switch (w.dtype()) {
+    case DType::BF16: return gemv<Bf16>(pool, args, w);
+    case DType::F16: return gemv<F16>(pool, args, w);
+    default: return gemv<float>(pool, args, w);
+    }
 }
 
 void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::int64_t count) {
@@ -128,10 +149,16 @@ void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::
             const std::byte* rows = part.bytes().data() + std::size_t((from - part_first) * in) * dtype_size(w.dtype());
             float* target = out + (from - first) * in;
             const std::int64_t n = to - from;
+            const std::size_t row_bytes = std::size_t(in) * dtype_size(w.dtype());
 #pragma omp parallel for schedule(static)
-            for (std::int64_t r = 0; r < n; ++r)
-                convert_to_f32(target + r * in, w.dtype(), rows + std::size_t(r * in) * dtype_size(w.dtype()),
-                               std::size_t(in));
+            for (std::int64_t r = 0; r < n; ++r) {
+                const std::byte* row = rows + std::size_t(r) * row_bytes;
+                switch (w.dtype()) {
+                case DType::BF16: widen(reinterpret_cast<const Bf16*>(row), in, target + r * in); break;
+                case DType::F16: widen(reinterpret_cast<const F16*>(row), in, target + r * in); break;
+                default: convert_to_f32(target + r * in, w.dtype(), row, std::size_t(in));
+                }
+            }
         }
         part_first += part.dim(0);
     }

@@ -1,8 +1,9 @@
 #pragma once
 // y = x · Wᵀ for a few rows of x (decode, short drafts) straight from the
-// weight file's [out, in] rows, bf16 or f32, converted to f32 in registers:
-// the kernel streams 2 bytes per bf16 weight where a repacked f32 copy would
-// stream 4. AVX2/FMA (chosen at run time: row_gemv_supported()). One weight
+// weight file's [out, in] rows, f32, bf16 or f16, widened to f32 in registers
+// (exactly: f32 arithmetic on the file's values): the kernel streams 2 bytes
+// per bf16 or f16 weight where an f32 copy would stream 4. AVX2/FMA/F16C
+// (chosen at run time: row_gemv_supported()). One weight
 // row at a time against up to two rows of x; the pool's threads take blocks
 // of output rows one at a time. Each output element is summed by one thread
 // in a fixed order, so results do not depend on -t.
@@ -17,7 +18,7 @@
 namespace heads {
 
 // W [out, in]: row blocks stacked along `out` (q, k and v rows; gate and up
-// rows), each a [rows_i, in] Tensor of one dtype, BF16 or F32.
+// rows), each a [rows_i, in] Tensor of one dtype, F32, BF16 or F16.
 class RowMatrix {
 public:
     RowMatrix() = default;
@@ -60,7 +61,7 @@ struct RowGemvArgs {
     bool accumulate = false;  // y += x · Wᵀ
 };
 
-// Whether this CPU runs row_gemv (AVX2 and FMA).
+// Whether this CPU runs row_gemv (AVX2, FMA and F16C).
 bool row_gemv_supported();
 
 void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w);

@@ -172,16 +172,16 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
            f"head table values equal the reference's (max difference {np.abs(rows_ours - rows_theirs).max()})")
 
     # --- the weight cache: written once, then mapped; stale or broken files are rebuilt ---
-    # f16 weights are converted to f32 in every weight format (repacked or rows), so they are always cached;
-    # lm_head 33000 x 256 in f32 = 33 MB, past the 32 MiB threshold.
+    # f32 weights used with bf16 arithmetic are made on every CPU (rounded to bf16 rows, or repacked), so they are
+    # cached; lm_head 33000 x 512 in bf16 = 34 MB, past the 32 MiB threshold.
     big = os.path.join(tmp, "big")
-    subprocess.run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", big, "--vocab", "33000", "--d-model", "256",
-                    "--n-layers", "1", "--n-heads", "4", "--dtype", "f16"], check=True, capture_output=True)
+    subprocess.run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", big, "--vocab", "33000", "--d-model", "512",
+                    "--n-layers", "1", "--n-heads", "4"], check=True, capture_output=True)
     cache_dir = os.path.join(tmp, "cache")
     env = dict(os.environ, HEADS_WEIGHT_CACHE=cache_dir)
 
     def cached_run():
-        done = subprocess.run([INFER, "-m", big, "--logits", "all", ids], capture_output=True, env=env)
+        done = subprocess.run([INFER, "-m", big, "--precision", "bf16", "--logits", "all", ids], capture_output=True, env=env)
         files = os.listdir(cache_dir) if os.path.isdir(cache_dir) else []
         path = os.path.join(cache_dir, files[0]) if len(files) == 1 else None
         return done.returncode, done.stdout, path, (os.stat(path).st_mtime_ns, os.stat(path).st_size) if path else None
@@ -203,7 +203,7 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     os.utime(os.path.join(big, "model.safetensors"))
     status, out, path, stat = cached_run()
     report(status == 0 and out == first_out and stat[0] != before[0], "a cache file older than the weights is rebuilt")
-    off = subprocess.run([INFER, "-m", big, ids], capture_output=True, env=dict(os.environ, HEADS_WEIGHT_CACHE="off",
+    off = subprocess.run([INFER, "-m", big, "--precision", "bf16", ids], capture_output=True, env=dict(os.environ, HEADS_WEIGHT_CACHE="off",
                                                                                 XDG_CACHE_HOME=os.path.join(tmp, "xdg")))
     report(off.returncode == 0 and not os.path.exists(os.path.join(tmp, "xdg")), "HEADS_WEIGHT_CACHE=off writes nothing")
 

@@ -1,5 +1,5 @@
 // row_gemv() and the panel path of matmul() over RowMatrix weights, against a
-// plain double-precision loop over the same bf16 (or f32) values: shapes with
+// plain double-precision loop over the same bf16, f16 or f32 values: shapes with
 // odd sizes and tails on every axis (in % 8, out % 4, parts of odd heights,
 // 1..8 rows), accumulation, strided y, and bit-identical results for any
 // thread count.
@@ -28,8 +28,8 @@ Tensor random_part(DType dtype, std::int64_t rows, std::int64_t in, unsigned see
     const auto values = random_values(std::size_t(rows * in), seed);
     if (dtype == DType::F32) return Tensor::copy_of(DType::F32, {rows, in}, std::as_bytes(std::span(values)));
     std::vector<std::uint16_t> bits(values.size());
-    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = f32_to_bf16(values[i]);
-    return Tensor::copy_of(DType::BF16, {rows, in}, std::as_bytes(std::span(bits)));
+    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = dtype == DType::F16 ? f32_to_f16(values[i]) : f32_to_bf16(values[i]);
+    return Tensor::copy_of(dtype, {rows, in}, std::as_bytes(std::span(bits)));
 }
 
 struct Shape3 {
@@ -67,7 +67,7 @@ TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accu
                              {{17, 6, 6}, 33},   {{64}, 64},         {{7, 1, 13}, 129}, {{40, 40}, 250},
                              {{96, 32, 32}, 96}, {{258}, 1000}};
     unsigned seed = 1;
-    for (DType dtype : {DType::BF16, DType::F32})
+    for (DType dtype : {DType::BF16, DType::F16, DType::F32})
         for (const Shape3& shape : shapes) {
             std::vector<Tensor> parts;
             for (std::int64_t rows : shape.part_rows) parts.push_back(random_part(dtype, rows, shape.in, seed++));
@@ -116,24 +116,27 @@ TEST_CASE("row_gemv gives the same bits for any thread count") {
     CHECK(one == three);
 }
 
-TEST_CASE("matmul over bf16 rows: the panel path (more rows than a GEMV) equals the plain loop") {
+TEST_CASE("matmul over bf16, f16 and f32 rows: the GEMV and the GEMM path equal the plain loop") {
     if (!row_gemv_supported()) return;
     Context ctx(1);
-    for (auto [in, out_a, out_b] : {std::tuple{33L, 17L, 6L}, {200L, 64L, 9L}, {1024L, 2100L, 7L}}) {
-        const std::vector<Tensor> parts = {random_part(DType::BF16, out_a, in, 11), random_part(DType::BF16, out_b, in, 12)};
-        const PackedMatrix w(RowMatrix{parts});
-        for (std::int64_t rows : {1L, 8L, 9L, 37L}) {
-            CAPTURE(in);
-            CAPTURE(rows);
-            const std::int64_t out = w.out();
-            const auto x = random_values(std::size_t(padded_rows(rows) * in), 13);
-            std::vector<float> y = random_values(std::size_t(padded_rows(rows) * out), 14);
-            const std::vector<float> y0 = y;
-            matmul(ctx, {y.data(), x.data(), rows, true}, w);
-            const auto expect = reference(parts, x, rows, in, out, y0);
-            double worst = 0.0;
-            for (std::int64_t i = 0; i < rows * out; ++i) worst = std::max(worst, std::abs(expect[std::size_t(i)] - y[std::size_t(i)]));
-            CHECK(worst <= 1e-5 * std::sqrt(double(in)));
+    for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+        for (auto [in, out_a, out_b] : {std::tuple{33L, 17L, 6L}, {200L, 64L, 9L}, {1024L, 2100L, 7L}}) {
+            const std::vector<Tensor> parts = {random_part(dtype, out_a, in, 11), random_part(dtype, out_b, in, 12)};
+            const PackedMatrix w(RowMatrix{parts});
+            for (std::int64_t rows : {1L, 8L, 9L, 37L}) {
+                CAPTURE(dtype_name(dtype));
+                CAPTURE(in);
+                CAPTURE(rows);
+                const std::int64_t out = w.out();
+                const auto x = random_values(std::size_t(padded_rows(rows) * in), 13);
+                std::vector<float> y = random_values(std::size_t(padded_rows(rows) * out), 14);
+                const std::vector<float> y0 = y;
+                matmul(ctx, {y.data(), x.data(), rows, true}, w);
+                const auto expect = reference(parts, x, rows, in, out, y0);
+                double worst = 0.0;
+                for (std::int64_t i = 0; i < rows * out; ++i) worst = std::max(worst, std::abs(expect[std::size_t(i)] - y[std::size_t(i)]));
+                CHECK(worst <= 1e-5 * std::sqrt(double(in)));
+            }
         }
     }
 }
