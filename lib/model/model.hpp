@@ -46,7 +46,6 @@ public:
     const std::filesystem::path& dir() const { return dir_; }
     std::int64_t vocab_size() const { return config_.vocab_size; }
     std::int64_t context_length() const { return config_.max_seq_len; }
-    ComputeType compute() const { return compute_of(weight_format_); }
     WeightFormat weight_format() const { return weight_format_; }
     // The weight cache file used (read or written), or empty.
     const std::filesystem::path& weight_cache() const { return weight_cache_; }

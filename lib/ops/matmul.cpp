@@ -186,8 +186,8 @@ PackedMatrix row_matrix(std::span<const Tensor> parts, WeightFormat format) {
 }
 
 // y = x · Wᵀ for more rows than a GEMV is worth, by oneDNN's f32 GEMM with
-// W transposed: f32 rows straight from each part; bf16 rows converted to f32
-// a panel of output rows at a time into scratch (O(in·out) work against
+// W transposed: f32 rows straight from each part; bf16 and f16 rows widened
+// to f32 a panel of output rows at a time into scratch (O(in·out) work against
 // O(rows·in·out)), each panel multiplied into its columns of y.
 void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
     const std::int64_t in = w.in(), out = w.out();

@@ -51,7 +51,7 @@ public:
     ComputeType compute() const { return compute_; }
     const dnnl::memory::desc& desc() const { return desc_; }
     // The data when it is one block of desc().get_size() bytes; rows may be
-    // several blocks (views of q, k and v): see parts().
+    // several blocks (views of q, k and v): see pieces().
     const void* data() const { return data_; }
     std::size_t nbytes() const { return rows_.empty() ? desc_.get_size() : rows_.nbytes(); }
     // The bytes of W in desc()'s layout, as one or more consecutive pieces.

@@ -3,10 +3,10 @@
 // weight file's [out, in] rows, f32, bf16 or f16, widened to f32 in registers
 // (exactly: f32 arithmetic on the file's values): the kernel streams 2 bytes
 // per bf16 or f16 weight where an f32 copy would stream 4. AVX2/FMA/F16C
-// (chosen at run time: row_gemv_supported()). One weight
-// row at a time against up to two rows of x; the pool's threads take blocks
-// of output rows one at a time. Each output element is summed by one thread
-// in a fixed order, so results do not depend on -t.
+// (chosen at run time: row_gemv_supported()). One weight row at a time
+// against up to two rows of x; the pool's threads take blocks of output rows
+// one at a time. Each output element is summed by one thread in a fixed
+// order, so results do not depend on -t.
 
 #include <cstdint>
 #include <span>
@@ -48,8 +48,8 @@ private:
     DType dtype_ = DType::BF16;
 };
 
-// The rows of x worth a GEMV: above this, converting W to f32 once per call
-// and running a blocked GEMM is faster.
+// The rows of x worth a GEMV: above this, oneDNN's GEMM over W (widened to
+// f32 a panel at a time when it is bf16 or f16) is faster.
 inline constexpr std::int64_t kGemvMaxRows = 8;
 
 struct RowGemvArgs {

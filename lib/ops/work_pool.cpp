@@ -49,9 +49,9 @@ void WorkPool::take_items(int thread) {
 void WorkPool::work(int thread) {
     std::uint64_t seen = 0;
     for (;;) {
-        const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+        const auto deadline = std::chrono::steady_clock::now() + kSpin;
         for (int i = 0; generation_.load(std::memory_order_acquire) == seen; ++i) {
-            if (i % 64 == 63 && std::chrono::steady_clock::now() > spin_until) {
+            if (i % 64 == 63 && std::chrono::steady_clock::now() > deadline) {
                 generation_.wait(seen);
                 break;
             }

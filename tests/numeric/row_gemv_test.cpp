@@ -60,7 +60,7 @@ std::vector<double> reference(const std::vector<Tensor>& parts, const std::vecto
 TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accumulation") {
     WorkPool pool(2);
     if (!row_gemv_supported()) {
-        MESSAGE("skipped: this CPU has no AVX2/FMA");
+        MESSAGE("skipped: this CPU has no AVX2/FMA/F16C");
         return;
     }
     const Shape3 shapes[] = {{{1}, 1},           {{3}, 7},           {{4}, 8},          {{5}, 9},
