@@ -554,12 +554,46 @@ class Output:
     final_norm: np.ndarray = None                   # [T, d_model]
     received: dict = field(default_factory=dict)        # {L: [n_kv_heads_l, slots]}
     received_recent: dict = field(default_factory=dict)  # {L: [n_kv_heads_l, slots]}
+    bounds: dict = field(default_factory=dict)  # forward(bf16=True): {frame tensor name: bound, same shape}
 
 
 def linear(x, w):
     """x [T, in] @ w[out, in]^T -> [T, out]. numpy's einsum loops run 2-8x faster
     than the reference BLAS that Debian's numpy links by default."""
     return np.einsum("ti,oi->to", x, w)
+
+
+# bf16 arithmetic. On a CPU with bf16 matmul the engine rounds every matmul's
+# input (to q/k/v, o, gate/up, down, lm_head) from f32 to bf16, 8 significant
+# bits, round to nearest even, and multiplies it by bf16 weights (a bf16
+# file's values, exact), products exact and summed in f32. forward(bf16=True)
+# rounds the same inputs, so it agrees with such an engine to f32 rounding
+# until a value falls within that rounding of a bf16 boundary and the two
+# round it one bf16 step apart; from there on the difference is what bf16
+# rounding itself does. Bounds for that, derived as the f32 ones are:
+#   - rounding moves each input by at most u = 2^-8 of itself; the roundings
+#     of a dot product's inputs are independent and partly cancel, so one
+#     matmul's output is off by about u of its norm (2-norm, so a few outputs
+#     may reach ~2u of the tensor's largest value);
+#   - errors of successive matmuls add (RMSNorm rescales, residuals keep them):
+#     a value M matmuls from the input is off by <= M u of its scale, with
+#     M = 4 per layer (qkv, o, gate/up, down) plus 1 for lm_head. Each term
+#     being a typical maximum, not the worst case, the sum leaves the room
+#     the f32 bounds' 100x leaves (tests/numeric/engine_test.py);
+#   - a score s = q.k / sqrt(head_dim) at layer L has q and k M = 4L + 1
+#     matmuls from the input: |ds| <= 2 M u |q| |k| / sqrt(head_dim), and a
+#     softmax whose inputs move by <= e moves p_i by <= p_i (e^(2e) - 1).
+# The worst case (u times sum |x w| per matmul, compounded) grows past any
+# use through softmax and SwiGLU, so these are the bounds tests state.
+BF16_UNIT = 2.0 ** -8
+
+
+def bf16_linear(x, w):
+    """linear() as bf16 arithmetic does it: x rounded as the engine rounds an
+    f32 matmul input, to f32 and then to bf16 (nearest even); w as given (a
+    bf16 file's weights are exact)."""
+    rounded = bf16_bits_to_f32(f32_to_bf16_bits(np.asarray(x, dtype=np.float32)))
+    return linear(rounded.astype(x.dtype), w)
 
 
 def rms_norm(x, weight, eps):
@@ -583,15 +617,18 @@ def _visible(q_pos, k_pos, window):
     return seen | (k < -1)
 
 
-def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, recent):
+def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, recent, bf16_matmuls=None):
     """One attention block on normalized x [T, d_model]; returns (out [T, d_model],
-    probs [n_heads_l, T, S] or None, KvLayer of past + new, received or None);
-    received = ([n_kv_heads_l, S] from all queries, the same from the last
-    `recent` queries) when recent is not None."""
+    probs [n_heads_l, T, S] or None, KvLayer of past + new, received or None,
+    probs_bound or None); received = ([n_kv_heads_l, S] from all queries, the
+    same from the last `recent` queries) when recent is not None.
+    bf16_matmuls: None, or bf16 arithmetic with x that many matmuls from the
+    input (then probs_bound [n_heads_l, T, S], see "bf16 arithmetic")."""
     heads, hd, T = layer.heads, config.head_dim, x.shape[0]
-    q = linear(x, layer.wq).reshape(T, heads.n_heads, hd).transpose(1, 0, 2)
-    k = linear(x, layer.wk).reshape(T, heads.n_kv_heads, hd).transpose(1, 0, 2)
-    v = linear(x, layer.wv).reshape(T, heads.n_kv_heads, hd).transpose(1, 0, 2)
+    matmul = linear if bf16_matmuls is None else bf16_linear
+    q = matmul(x, layer.wq).reshape(T, heads.n_heads, hd).transpose(1, 0, 2)
+    k = matmul(x, layer.wk).reshape(T, heads.n_kv_heads, hd).transpose(1, 0, 2)
+    v = matmul(x, layer.wv).reshape(T, heads.n_kv_heads, hd).transpose(1, 0, 2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     q_pos = np.asarray(q_pos, dtype=np.float64)  # fractional positions only rotate; kept exact for the mask
     k_pos = np.broadcast_to(q_pos, (heads.n_kv_heads, T))
@@ -613,6 +650,8 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, 
     heads_out = np.empty((heads.n_heads, T, hd), x.dtype)
     if recent is not None:
         got, got_recent = (np.zeros((heads.n_heads, k.shape[1]), x.dtype) for _ in range(2))
+    probs_bound = None if bf16_matmuls is None else np.zeros((heads.n_heads, T, k.shape[1]))
+    keys_by_slot = k[of]  # [n_heads_l, S, head_dim]
     # Blocks of queries: new token j (slot past_slots + j) is invisible to
     # queries before it, so a block needs only the slots up to its last query.
     for b0 in range(0, T, _QUERY_BLOCK):
@@ -634,6 +673,12 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, 
         heads_out[:, b0:b1] = np.einsum("hqk,hdk->hqd", scores, values_t[:, :, :s1])
         if want_probs:
             probs[:, b0:b1, :s1] = scores
+        if probs_bound is not None:  # see "bf16 arithmetic"
+            norms = np.linalg.norm(q[:, b0:b1], axis=-1)[:, :, None] * np.linalg.norm(keys_by_slot[:, :s1], axis=-1)[:, None, :]
+            qk_matmuls = bf16_matmuls + 1
+            score_error = np.where(hidden, 0.0, 2 * qk_matmuls * BF16_UNIT * float(scale) * norms).max(axis=-1,
+                                                                                                     keepdims=True)
+            probs_bound[:, b0:b1, :s1] = scores * np.expm1(2 * np.minimum(score_error, 30.0))
         if recent is not None:
             got[:, :s1] += scores.sum(axis=1)
             r0 = max(b0, T - recent)
@@ -641,13 +686,13 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, 
                 got_recent[:, :s1] += scores[:, r0 - b0:].sum(axis=1)
     for h in mask_heads:
         heads_out[h] = 0
-    out = linear(heads_out.transpose(1, 0, 2).reshape(T, heads.n_heads * hd), layer.wo)
+    out = matmul(heads_out.transpose(1, 0, 2).reshape(T, heads.n_heads * hd), layer.wo)
     received = None
     if recent is not None:  # per KV head: summed over the query heads it serves
         received = tuple(np.zeros((heads.n_kv_heads, k.shape[1]), x.dtype) for _ in range(2))
         np.add.at(received[0], of, got)
         np.add.at(received[1], of, got_recent)
-    return out, probs, kv, received
+    return out, probs, kv, received, probs_bound
 
 
 def _layer_list(spec, n_layers, what):
@@ -677,7 +722,7 @@ def past_length(past):
 
 
 def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads=(), logits="all",
-            hidden=(), attention=(), kv=False, final_norm=False, received=None):
+            hidden=(), attention=(), kv=False, final_norm=False, received=None, bf16=False):
     """One forward pass over ids [T] (T >= 1).
 
     past: a KV cache ([KvLayer] per layer) to continue from; start_pos: the
@@ -691,6 +736,8 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
     its KV head: from every query of this call (received) and from the last
     R queries (received_recent). Masked heads still count (their attention
     is computed, only their output is zeroed).
+    bf16: every matmul's input rounded to bf16 first, as an engine's bf16
+    arithmetic does (bf16_linear), and Output.bounds (see "bf16 arithmetic").
     Returns Output."""
     c, dt = model.config, model.dtype
     ids = np.asarray(ids, dtype=np.int64)
@@ -715,12 +762,14 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
     cos, sin = (a.astype(dt) for a in rope_cos_sin(inv_freq, positions))
 
     out = Output(kv=[] if kv else None)
+    matmul = bf16_linear if bf16 else linear
     x = model.embed[ids]  # [T, d_model]
     for l, layer in enumerate(model.layers):
         layer_past = past[l] if past is not None else None
         if layer.heads.n_heads:
-            a, probs, cache, got = _attention(layer, rms_norm(x, layer.attn_norm, c.rms_norm_eps), positions, cos,
-                                              sin, layer_past, c, masked.get(l, ()), l in attention_layers, received)
+            a, probs, cache, got, probs_bound = _attention(
+                layer, rms_norm(x, layer.attn_norm, c.rms_norm_eps), positions, cos, sin, layer_past, c,
+                masked.get(l, ()), l in attention_layers, received, 4 * l if bf16 else None)
             x = x + a
         else:
             slots = 0 if layer_past is None else layer_past.pos.shape[1]
@@ -728,16 +777,19 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
             cache = KvLayer(np.zeros((0, slots + T, c.head_dim), dt), np.zeros((0, slots + T, c.head_dim), dt),
                             np.zeros((0, slots + T), np.int32))
             got = (np.zeros((0, slots + T), dt),) * 2
+            probs_bound = np.zeros(probs.shape) if bf16 else None
         if received is not None:
             out.received[l], out.received_recent[l] = got
         h = rms_norm(x, layer.mlp_norm, c.rms_norm_eps)
-        x = x + linear(silu(linear(h, layer.w_gate)) * linear(h, layer.w_up), layer.w_down)
+        x = x + matmul(silu(matmul(h, layer.w_gate)) * matmul(h, layer.w_up), layer.w_down)
         if l in hidden_layers:
             out.hidden[l] = x
         if l in attention_layers:
             out.attention[l] = probs
         if kv:
             out.kv.append(cache)
+        if bf16:
+            _bf16_layer_bounds(out, l, layer, probs_bound, received)
     rows = None
     if isinstance(logits, str) and logits == "all":
         rows = slice(None)
@@ -751,8 +803,32 @@ def forward(model, ids, *, past=None, start_pos=None, positions=None, mask_heads
         out.final_norm = rms_norm(x, model.norm, c.rms_norm_eps)
     if rows is not None:
         normed = out.final_norm[rows] if final_norm else rms_norm(x[rows], model.norm, c.rms_norm_eps)
-        out.logits = linear(normed, model.lm_head)
+        out.logits = matmul(normed, model.lm_head)
+        if bf16:
+            out.bounds["logits"] = _bf16_bound(out.logits, 4 * c.n_layers + 1)
     return out
+
+
+def _bf16_bound(values, matmuls):
+    """M u times the scale of values M matmuls from the input, shaped as values (see "bf16 arithmetic")."""
+    return np.full(values.shape, matmuls * BF16_UNIT * (float(np.abs(values).max()) if values.size else 0.0))
+
+
+def _bf16_layer_bounds(out, l, layer, probs_bound, received):
+    """Output.bounds for what forward(bf16=True) returned of layer l."""
+    if l in out.hidden:
+        out.bounds[f"hidden.{l}"] = _bf16_bound(out.hidden[l], 4 * (l + 1))
+    if l in out.attention:
+        out.bounds[f"attention.{l}"] = probs_bound
+    if out.kv is not None:
+        out.bounds[f"kv.{l}.k"] = _bf16_bound(out.kv[l].k, 4 * l + 1)
+        out.bounds[f"kv.{l}.v"] = _bf16_bound(out.kv[l].v, 4 * l + 1)
+    if received is not None:  # per KV head, as received: the bounds of the probabilities summed
+        of, n_queries = np.asarray(layer.heads.kv_head_of, dtype=np.int64), probs_bound.shape[1]
+        for name, first in ((f"kv.{l}.received", 0), (f"kv.{l}.received_recent", max(0, n_queries - received))):
+            summed = np.zeros(out.received[l].shape)
+            np.add.at(summed, of, probs_bound[:, first:].sum(axis=1))
+            out.bounds[name] = summed
 
 
 def log_softmax(logits):
@@ -842,17 +918,23 @@ def perplexity(model, tokens, n_ctx, mask_heads=(), progress=None, jobs=1):
     return Perplexity(ppl=ppl, error=error, mean_nll=mean, count=count, n_chunks=n_chunks, n_ctx=n_ctx)
 
 
-def greedy(model, ids, n, mask_heads=(), stop_at_eos=False):
-    """n greedy tokens after ids (argmax, ties to the lowest id), through the KV cache."""
-    out = forward(model, ids, logits="last", kv=True, mask_heads=mask_heads)
+def greedy(model, ids, n, mask_heads=(), stop_at_eos=False, bf16=False, decided=None):
+    """n greedy tokens after ids (argmax, ties to the lowest id), through the
+    KV cache; bf16 as forward's. decided: a list to receive, per token, whether
+    its logit leads the next best by more than twice the logits' bound (so
+    that an engine within the bound must pick it too); always so without bf16."""
+    out = forward(model, ids, logits="last", kv=True, mask_heads=mask_heads, bf16=bf16)
     generated = []
     while len(generated) < n:
         token = int(np.argmax(out.logits[-1]))
         generated.append(token)
+        if decided is not None:
+            gap = float(out.logits[-1][token] - np.partition(out.logits[-1], -2)[-2])
+            decided.append(not bf16 or gap > 2 * float(out.bounds["logits"][-1].max()))
         if stop_at_eos and token == model.config.eos_id:
             break
         if len(generated) < n:
-            out = forward(model, [token], past=out.kv, logits="last", kv=True, mask_heads=mask_heads)
+            out = forward(model, [token], past=out.kv, logits="last", kv=True, mask_heads=mask_heads, bf16=bf16)
     return generated
 
 
@@ -1007,7 +1089,8 @@ def parse_heads(spec):
 
 
 def _frames(out, ids, meta, recent_queries):
-    """The frames of one sequence, one per kind, in the order logits, hidden, attention, kv."""
+    """The frames of one sequence, one per kind, in the order logits, hidden, attention, kv;
+    after forward(bf16=True), each tensor NAME's bound beside it as bound.NAME."""
     base = dict(meta, **{"heads.tokens": " ".join(map(str, ids))})
     frames = []
     if out.logits is not None:
@@ -1022,6 +1105,9 @@ def _frames(out, ids, meta, recent_queries):
         frames.append((kv_tensors(out.kv, out.received, out.received_recent),
                        dict(base, **{"heads.kind": "kv", "heads.policy": "full",
                                      "heads.recent_queries": str(recent_queries)})))
+    for tensors, _ in frames:
+        for name in [n for n in tensors if n in out.bounds]:
+            tensors["bound." + name] = out.bounds[name].astype(np.float32)
     return frames
 
 
@@ -1064,6 +1150,9 @@ def main(argv=None):
     p.add_argument("--greedy", type=int, metavar="N", help="print N greedy ids after each sequence")
     p.add_argument("--stop-at-eos", action="store_true", help="--greedy: stop after EOS")
     p.add_argument("--head-stats", action="store_true", help="print the head table (TSV) over the sequences")
+    p.add_argument("--bf16-math", action="store_true",
+                   help="round every matmul's input to bf16 first, as an engine's bf16 arithmetic does; frames "
+                        "carry bound.NAME beside each tensor NAME, the error such an engine may show")
     args = p.parse_args(argv)
 
     try:
@@ -1092,7 +1181,8 @@ def main(argv=None):
             return 0
         if args.greedy is not None:
             for ids in sequences:
-                print(" ".join(map(str, greedy(model, ids, args.greedy, mask, args.stop_at_eos))), flush=True)
+                print(" ".join(map(str, greedy(model, ids, args.greedy, mask, args.stop_at_eos, args.bf16_math))),
+                      flush=True)
             return 0
         past, meta, prefix = None, {}, ""
         if args.past:
@@ -1111,7 +1201,7 @@ def main(argv=None):
                           logits=None if logits == "none" else logits,
                           hidden=parse_layers(args.hidden, model.config.n_layers),
                           attention=parse_layers(args.attention, model.config.n_layers), kv=args.kv,
-                          received=args.recent_queries if args.kv else None)
+                          received=args.recent_queries if args.kv else None, bf16=args.bf16_math)
             tokens = parse_ids(prefix, "--past heads.tokens") + ids
             frames += _frames(out, tokens, meta, args.recent_queries)
         write_bytes(args.out, b"".join(frame_bytes(t, m) for t, m in frames))

@@ -46,7 +46,8 @@ int close_stdout(const std::string& prog) {
 
 }  // namespace
 
-int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
+        const std::function<std::string()>& version_detail) {
     // A closed pipe must show up as EPIPE from write(), not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
     // Big blocks into pipes and files; line by line on a terminal. Tools
@@ -66,6 +67,7 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body)
             return close_stdout(prog);
         } catch (const CLI::CallForVersion& version) {
             write_all(stdout, fmt::format("{}\n", version.what()));
+            if (version_detail) write_all(stdout, fmt::format("{}\n", version_detail()));
             return close_stdout(prog);
         } catch (const CLI::ParseError& error) {
             return usage_error(app, error.what());

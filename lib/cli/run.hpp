@@ -8,6 +8,7 @@
 //   }
 
 #include <functional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +21,8 @@ namespace heads::cli {
 //   2  bad usage (an option parse error or heads::UsageError):
 //      "PROG: message", the usage line and "Try 'PROG --help'..."
 // A failed write, flush or close of stdout is an error (1), as in BSD cat.
-int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body);
+// version_detail, when given, adds its line to --version's.
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
+        const std::function<std::string()>& version_detail = {});
 
 }  // namespace heads::cli

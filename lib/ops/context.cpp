@@ -53,6 +53,10 @@ bool Context::blocks_f32_weights() {
     return blocks_f32_weights_ == 1;
 }
 
+std::string Context::describe() {
+    return fmt::format("oneDNN {} on {}, bf16 arithmetic: {}", onednn_version(), isa(), has_bf16_matmul() ? "yes" : "no");
+}
+
 std::string Context::isa() const {
     switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41: return "sse41";

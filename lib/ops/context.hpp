@@ -66,6 +66,9 @@ public:
     std::string isa() const;
     // "2.6.3"
     static std::string onednn_version();
+    // The path this CPU takes, for --version and bug reports:
+    // "oneDNN 2.6.3 on avx512_core_bf16, bf16 arithmetic: yes".
+    std::string describe();
 
     // The cached primitive for `key`, or null; add_matmul() stores a new one
     // (an LRU of kMatmulCacheSize entries: the oldest is dropped).

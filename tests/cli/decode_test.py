@@ -92,9 +92,41 @@ def greedy_reference(model_dir, prompts, n, mask=()):
     return [ref.greedy(model, p, n, mask_heads=mask) for p in prompts]
 
 
+def bf16_arithmetic():
+    rc, out, _ = run(DECODE, ["--version"])
+    return rc == 0 and "bf16 arithmetic: yes" in out
+
+
+def check_greedy_bf16(name, model_dir, n):
+    """decode's bf16 arithmetic against reference.py's emulation of it
+    (--bf16-math): equal tokens for as long as the reference's best token
+    leads the next by more than twice the logits' bound; after the first
+    step that does not, the engine's token may be either, and the rest of
+    that line follows from it, so the comparison stops there."""
+    model = ref.load_model(model_dir)
+    got = parse_lines(decode(model_dir, ["-n", n, "--ignore-eos"], ids_text(PROMPTS)))
+    compared = equal = 0
+    for prompt, tokens in zip(PROMPTS, got):
+        decided = []
+        expected = ref.greedy(model, prompt, n, bf16=True, decided=decided)
+        steps = next((i for i, d in enumerate(decided) if not d), n)
+        ok = tokens[:steps] == expected[:steps]
+        check(f"greedy = reference.py --bf16-math ({name}, {steps} decided steps)", ok,
+              "" if ok else f"{tokens} vs {expected}")
+        compared += steps
+        equal += next((i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), n)
+    print(f"     {equal} of {len(PROMPTS) * n} tokens equal before the first difference, {compared} decided")
+    check(f"greedy bf16 ({name}): a whole line decided, so the comparison is not empty", compared >= n)
+
+
 def test_greedy(tmp):
     for i, (name, args) in enumerate(SHAPES.items()):
         m = make(tmp, name, *args, seed=10 + i)
+        if "bf16" in args and bf16_arithmetic():
+            check_greedy_bf16(name, m, 20)
+            f32 = parse_lines(decode(m, ["-n", 20, "--ignore-eos", "--precision", "f32"], ids_text(PROMPTS)))
+            check(f"greedy --precision f32 = reference.py ({name})", f32 == greedy_reference(m, PROMPTS, 20))
+            continue
         expected = greedy_reference(m, PROMPTS, 20)
         got = parse_lines(decode(m, ["-n", 20, "--ignore-eos"], ids_text(PROMPTS)))
         check(f"greedy = reference.py ({name})", got == expected, f"{got} vs {expected}" if got != expected else "")

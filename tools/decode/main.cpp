@@ -171,5 +171,5 @@ int main(int argc, char** argv) {
         out.commit();
         if (logprobs_out) logprobs_out->commit();
         if (verbose) fmt::print(stderr, "decode: {}\n", decoder.report());
-    });
+    }, [] { return Context(1).describe(); });
 }

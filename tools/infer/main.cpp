@@ -102,5 +102,5 @@ int main(int argc, char** argv) {
         progress.done();
         if (head_stats) write_head_table(out.get(), stats.table(*model));
         out.commit();
-    });
+    }, [] { return Context(1).describe(); });
 }
