@@ -17,8 +17,6 @@
 namespace heads {
 namespace {
 
-constexpr std::string_view kLogprobsKind = "logprobs";
-
 // Mean and standard error of the mean from running sums.
 struct Moments {
     double sum = 0, sum_squares = 0;
@@ -49,11 +47,11 @@ Base open_base(const std::filesystem::path& path, const Model& model, std::int64
     base.frame = read_frame_file(path);
     const std::string where = path.string();
     const auto kind = base.frame.metadata.find(keys::kind);
-    if (kind == base.frame.metadata.end() || kind->second != kLogprobsKind)
+    if (kind == base.frame.metadata.end() || kind->second != kinds::logprobs)
         throw Error("{}: not a file of log-probabilities written by infer --ppl --save-logits", where);
     const Tensor& log_probs = base.frame.at("log_probs");
     const Tensor& saved_targets = base.frame.at("targets");
-    const auto saved_ctx = base.frame.metadata.find("heads.ctx");
+    const auto saved_ctx = base.frame.metadata.find(keys::ctx);
     if (saved_ctx == base.frame.metadata.end() || saved_ctx->second != std::to_string(ctx))
         throw Error("{}: the base was scored with ctx {}, this run uses {}", where,
                     saved_ctx == base.frame.metadata.end() ? "?" : saved_ctx->second, ctx);
@@ -92,9 +90,9 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     if (!options.save_logits.empty()) {
         saved.emplace(options.save_logits);
         Metadata metadata;
-        metadata[std::string(keys::kind)] = std::string(kLogprobsKind);
+        metadata[std::string(keys::kind)] = std::string(kinds::logprobs);
         metadata[std::string(keys::model)] = model.fingerprint();
-        metadata["heads.ctx"] = std::to_string(ctx);
+        metadata[std::string(keys::ctx)] = std::to_string(ctx);
         const std::int64_t count = std::int64_t(targets.size());
         writer.emplace(saved->get(), std::vector<TensorSpec>{{"targets", DType::I32, {count}}, {"log_probs", DType::F32, {count, vocab}}},
                        metadata);

@@ -5,7 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "cli/ids.hpp"
+#include "io/id_line.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
 
@@ -22,7 +22,7 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     frame.metadata[std::string(keys::model)] = info.model;
     frame.metadata[std::string(keys::tokens)] = fmt::format("{}", fmt::join(info.tokens, " "));
     frame.metadata[std::string(keys::policy)] = info.policy;
-    if (received) frame.metadata["heads.recent_queries"] = std::to_string(received->recent_queries);
+    if (received) frame.metadata[std::string(keys::recent_queries)] = std::to_string(received->recent_queries);
     const std::int64_t hd = cache.head_dim();
     for (std::int64_t l = 0; l < cache.n_layers(); ++l) {
         const std::int64_t nkv = cache.n_kv_heads(l), slots = cache.max_slots(l);
@@ -57,6 +57,11 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     return frame;
 }
 
+std::string kv_frame_policy(const Frame& frame) {
+    const auto policy = frame.metadata.find(keys::policy);
+    return policy == frame.metadata.end() ? KvFrameInfo().policy : policy->second;
+}
+
 KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     const auto kind = frame.metadata.find(keys::kind);
     if (kind == frame.metadata.end() || kind->second != kinds::kv)
@@ -66,11 +71,10 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     const auto model = frame.metadata.find(keys::model);
     if (model == frame.metadata.end()) throw Error("{}: the KV frame has no heads.model", where);
     contents.info.model = model->second;
-    if (const auto policy = frame.metadata.find(keys::policy); policy != frame.metadata.end())
-        contents.info.policy = policy->second;
+    contents.info.policy = kv_frame_policy(frame);
     if (const auto tokens = frame.metadata.find(keys::tokens); tokens != frame.metadata.end()) {
         try {
-            cli::parse_ids(tokens->second, contents.info.tokens);
+            parse_ids(tokens->second, contents.info.tokens);
         } catch (const Error& error) {
             throw Error("{}: heads.tokens: {}", where, error.what());
         }

@@ -57,7 +57,7 @@ Outcome run_child(std::vector<std::string> args, const std::function<void()>& bo
 
 std::vector<std::int32_t> ids_of(std::string_view line) {
     std::vector<std::int32_t> ids;
-    cli::parse_ids(line, ids);
+    parse_ids(line, ids);
     return ids;
 }
 
@@ -139,13 +139,13 @@ TEST_CASE("run: a failed close of stdout is an error") {
 }
 
 TEST_CASE("parse_id is strict") {
-    CHECK(cli::parse_id("0") == 0);
-    CHECK(cli::parse_id("31999") == 31999);
-    CHECK(cli::parse_id("2147483647") == 2147483647);
+    CHECK(parse_id("0") == 0);
+    CHECK(parse_id("31999") == 31999);
+    CHECK(parse_id("2147483647") == 2147483647);
     for (const char* bad : {"x", "-3", "", "2147483648", "1.5", "+1", "12a", "0x10", " 1"})
-        CHECK_THROWS_WITH_AS(cli::parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
-    CHECK(error_of([] { cli::parse_id("1\r"); }) == "bad token id '1\\x0d'");
-    CHECK(error_of([] { cli::parse_id(std::string(40, '9')); }) == "bad token id '" + std::string(32, '9') + "...'");
+        CHECK_THROWS_WITH_AS(parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
+    CHECK(error_of([] { parse_id("1\r"); }) == "bad token id '1\\x0d'");
+    CHECK(error_of([] { parse_id(std::string(40, '9')); }) == "bad token id '" + std::string(32, '9') + "...'");
 }
 
 TEST_CASE("parse_ids: spaces separate, an empty line is an empty sequence") {
@@ -158,7 +158,7 @@ TEST_CASE("parse_ids: spaces separate, an empty line is an empty sequence") {
 }
 
 TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
-    cli::IdStreamParser parser;
+    IdStreamParser parser;
     std::vector<std::int32_t> ids;
     int lines = 0;
     const auto on_id = [&](std::int32_t id) { ids.push_back(id); };
@@ -177,13 +177,13 @@ TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
     CHECK(ids == std::vector<std::int32_t>{12, 3, 4, 5});
 
     // A huge garbage token fails early, without collecting it all.
-    cli::IdStreamParser long_one;
+    IdStreamParser long_one;
     CHECK_THROWS_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), Error);
 
     // Fed one byte at a time, the result is the same as whole.
     const std::string text = "10 20 30\n\n5\n 6  7 \n8";
     std::vector<std::vector<std::int32_t>> whole(1), split(1);
-    cli::IdStreamParser a, b;
+    IdStreamParser a, b;
     a.feed(text, [&](std::int32_t id) { whole.back().push_back(id); }, [&] { whole.emplace_back(); });
     a.finish([&](std::int32_t id) { whole.back().push_back(id); });
     for (char c : text)

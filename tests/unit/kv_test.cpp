@@ -82,6 +82,10 @@ TEST_CASE("a ragged cache survives a KV frame round trip, with its padding") {
     const KvFrameContents back = kv_from_frame(frame, "frame");
     CHECK(back.info.model == "0123456789abcdef");
     CHECK(back.info.policy == "window");
+    CHECK(kv_frame_policy(frame) == "window");
+    Frame unnamed = frame;
+    unnamed.metadata.erase(std::string(keys::policy));
+    CHECK(kv_frame_policy(unnamed) == "full");
     CHECK(back.info.tokens == std::vector<std::int32_t>{1, 2, 3, 4});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
     CHECK(back.cache.head(0, 1).k.data()[4] == 301.0f);

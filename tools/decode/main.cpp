@@ -123,9 +123,7 @@ int main(int argc, char** argv) {
         if (!kv.empty()) {
             frames.emplace(kv);
             pending_frame = frames->next();
-            if (pending_frame && app.count("--kv-policy") == 0)
-                if (const auto it = pending_frame->metadata.find("heads.policy"); it != pending_frame->metadata.end())
-                    o.kv_policy = it->second;
+            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame);
         }
 
         Context context(cli::thread_count(threads));

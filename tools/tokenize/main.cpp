@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/ids.hpp"
+#include "io/id_line.hpp"
 #include "cli/options.hpp"
 #include "cli/run.hpp"
 #include "io/input_stream.hpp"
@@ -32,11 +32,11 @@ void append_sequence(std::string& out, const heads::Tokenizer& tokenizer, const 
                      const std::vector<int>& ids) {
     const int bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
     const bool with_bos = options.bos && bos >= 0, with_eos = options.eos && eos >= 0;
-    if (with_bos) heads::cli::append_ids(out, {&bos, 1});
+    if (with_bos) heads::append_ids(out, {&bos, 1});
     if (with_bos && !ids.empty()) out += ' ';
-    heads::cli::append_ids(out, ids);
+    heads::append_ids(out, ids);
     if (with_eos && (with_bos || !ids.empty())) out += ' ';
-    if (with_eos) heads::cli::append_ids(out, {&eos, 1});
+    if (with_eos) heads::append_ids(out, {&eos, 1});
     out += '\n';
 }
 
@@ -114,7 +114,7 @@ void decode_lines(const heads::Tokenizer& tokenizer, const Options& options, std
     std::string text;
     for (const auto& file : options.files.empty() ? std::vector<std::string>{"-"} : options.files) {
         heads::InputStream input(file);
-        heads::cli::IdStreamParser parser;
+        heads::IdStreamParser parser;
         const auto on_id = [&](int id) { decoder.push(id, text); };
         const auto on_line_end = [&] {
             decoder.finish(text);
