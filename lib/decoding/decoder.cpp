@@ -90,16 +90,12 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         const auto& l = options.lookahead;
         strategy_ = make_speculative(*session_, s, *guard_, make_lookahead_drafter(l[0], l[1], l[2]));
     } else if (!options.contrast_heads.empty()) {
-        const HeadTable table = read_head_table(options.contrast_heads);
-        if (!table.model.empty() && table.model != model_->fingerprint())
-            throw Error("--contrast-heads {}: the head table is from model {}, not from this model ({})",
-                        options.contrast_heads.string(), table.model, model_->fingerprint());
         if (options.contrast_top < 1) throw UsageError("--top must be at least 1, not {}", options.contrast_top);
+        const HeadTable table = read_head_table(options.contrast_heads, model_->fingerprint());
+        // The contrast model: the user's mask and the table's top heads.
+        HeadMask mask = session_->head_mask();
+        merge_head_masks(mask, top_heads_mask(config, table, options.contrast_by, options.contrast_top));
         masked_ = std::make_unique<Session>(model_, ctx);
-        auto mask = session_->head_mask();
-        const auto contrast = head_mask(config, table.top(options.contrast_by, std::size_t(options.contrast_top)));
-        for (std::size_t l = 0; l < mask.size(); ++l)
-            for (std::size_t h = 0; h < mask[l].size(); ++h) mask[l][h] |= contrast[l][h];
         masked_->set_head_mask(std::move(mask));
         strategy_ = make_plain(*session_, s, *guard_, masked_.get(), options.contrast);
     } else {

@@ -50,8 +50,8 @@ std::vector<HeadRef> parse_head_list(std::string_view spec) {
     return heads;
 }
 
-std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads) {
-    std::vector<std::vector<std::uint8_t>> off;
+HeadMask head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads) {
+    HeadMask off;
     for (const auto& layer : config.layers) off.emplace_back(std::size_t(layer.n_heads()), 0);
     for (const auto& ref : heads) {
         if (ref.layer >= config.n_layers)
@@ -61,6 +61,15 @@ std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, cons
         off[std::size_t(ref.layer)][std::size_t(ref.head)] = 1;
     }
     return off;
+}
+
+void merge_head_masks(HeadMask& mask, const HeadMask& more) {
+    if (mask.size() != more.size()) throw Error("head masks of {} and {} layers cannot be merged", mask.size(), more.size());
+    for (std::size_t l = 0; l < mask.size(); ++l) {
+        if (mask[l].size() != more[l].size())
+            throw Error("head masks with {} and {} heads in layer {} cannot be merged", mask[l].size(), more[l].size(), l);
+        for (std::size_t h = 0; h < mask[l].size(); ++h) mask[l][h] |= more[l][h];
+    }
 }
 
 }  // namespace heads

@@ -20,8 +20,15 @@ struct HeadRef {
 // Throws heads::Error "bad head 'X' (want LAYER.HEAD)" or "FILE: cannot read".
 std::vector<HeadRef> parse_head_list(std::string_view spec);
 
+// Which heads are masked (their output zeroed): off[l][h] for head h of
+// layer l (Session::set_head_mask takes it).
+using HeadMask = std::vector<std::vector<std::uint8_t>>;
+
 // off[l][h] = 1 for the listed heads; throws heads::Error "head L.H does not
 // exist (layer L has N heads)" for a head the model lacks.
-std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads);
+HeadMask head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads);
+
+// Masks in `mask` every head `more` masks too (both masks of one model).
+void merge_head_masks(HeadMask& mask, const HeadMask& more);
 
 }  // namespace heads

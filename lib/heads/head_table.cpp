@@ -131,4 +131,17 @@ HeadTable read_head_table(const std::filesystem::path& path) {
     return table;
 }
 
+HeadTable read_head_table(const std::filesystem::path& path, const std::string& fingerprint) {
+    HeadTable table = read_head_table(path);
+    if (!table.model.empty() && table.model != fingerprint)
+        throw Error("{}: the head table is from model {}, not from this model ({})", path.string(), table.model,
+                    fingerprint);
+    return table;
+}
+
+HeadMask top_heads_mask(const LlamaConfig& config, const HeadTable& table, const std::string& column, std::int64_t k) {
+    if (k < 1) throw Error("the number of top heads must be at least 1, not {}", k);
+    return head_mask(config, table.top(column, std::size_t(k)));
+}
+
 }  // namespace heads

@@ -35,5 +35,13 @@ struct HeadTable {
 void write_head_table(std::FILE* out, const HeadTable& table);
 // Throws heads::Error "PATH:LINE: what is wrong".
 HeadTable read_head_table(const std::filesystem::path& path);
+// The same for a table that must belong to the model with this fingerprint
+// (a table that names no model is taken as is); throws heads::Error
+// "PATH: the head table is from model X, not from this model (Y)".
+HeadTable read_head_table(const std::filesystem::path& path, const std::string& fingerprint);
+
+// The mask of the `k` heads ranked highest by a column (HeadTable::top);
+// throws heads::Error when k < 1 or the column is missing.
+HeadMask top_heads_mask(const LlamaConfig& config, const HeadTable& table, const std::string& column, std::int64_t k);
 
 }  // namespace heads
