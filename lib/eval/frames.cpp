@@ -8,6 +8,7 @@
 
 #include "kv/kv_frame.hpp"
 #include "safetensors/keys.hpp"
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -29,12 +30,10 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
     while (start <= spec.size()) {
         const std::size_t comma = std::min(spec.find(',', start), spec.size());
         const std::string_view item = spec.substr(start, comma - start);
-        std::int64_t layer = -1;
-        const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), layer);
-        if (item.empty() || error != std::errc() || end != item.data() + item.size() || layer < 0)
-            throw Error("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
-        if (layer >= n_layers) throw Error("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
-        layers.push_back(layer);
+        const auto layer = parse_count(item);
+        if (!layer) throw Error("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
+        if (*layer >= n_layers) throw Error("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
+        layers.push_back(*layer);
         start = comma + 1;
     }
     return layers;

@@ -1,27 +1,20 @@
 #include "heads/head_list.hpp"
 
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
 namespace {
 
-bool parse_number(std::string_view text, std::int64_t& value) {
-    if (text.empty() || text.front() == '-' || text.front() == '+') return false;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    return error == std::errc() && end == text.data() + text.size();
-}
-
 HeadRef parse_head(std::string_view item) {
     const auto dot = item.find('.');
-    HeadRef ref;
-    if (dot == std::string_view::npos || !parse_number(item.substr(0, dot), ref.layer) ||
-        !parse_number(item.substr(dot + 1), ref.head))
-        throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
-    return ref;
+    const auto layer = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(0, dot));
+    const auto head = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(dot + 1));
+    if (!layer || !head) throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
+    return {*layer, *head};
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "io/number.hpp"
 #include "io/output.hpp"
 #include "tensor/error.hpp"
 
@@ -106,12 +107,10 @@ HeadTable read_head_table(const std::filesystem::path& path) {
             throw Error("{}: {} fields, the header has {}", where, fields.size(), table.columns.size() + 3);
         HeadTable::Row row;
         for (int i = 0; i < 3; ++i) {
-            std::int64_t value = 0;
             const auto& f = fields[std::size_t(i)];
-            const auto [end, error] = std::from_chars(f.data(), f.data() + f.size(), value);
-            if (error != std::errc() || end != f.data() + f.size() || value < 0)
-                throw Error("{}: '{}' is not a layer/head number", where, f);
-            (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = value;
+            const auto value = parse_count(f);
+            if (!value) throw Error("{}: '{}' is not a layer/head number", where, f);
+            (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = *value;
         }
         for (std::size_t i = 3; i < fields.size(); ++i) {
             const auto& f = fields[i];

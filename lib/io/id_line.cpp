@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -21,13 +22,9 @@ void throw_bad_id(std::string_view token) {
 }
 
 std::int32_t parse_id(std::string_view token) {
-    std::int32_t id = 0;
-    const char* end = token.data() + token.size();
-    // from_chars accepts a leading '-', which an id never has.
-    if (token.empty() || token.size() > kLongestIdToken || token.front() == '-') throw_bad_id(token);
-    const auto [stop, error] = std::from_chars(token.data(), end, id);
-    if (error != std::errc() || stop != end) throw_bad_id(token);
-    return id;
+    const auto id = token.size() <= kLongestIdToken ? parse_count<std::int32_t>(token) : std::nullopt;
+    if (!id) throw_bad_id(token);
+    return *id;
 }
 
 void parse_ids(std::string_view line, std::vector<std::int32_t>& ids) {

@@ -121,8 +121,8 @@ TEST_CASE("head table: another model's is refused, an unnamed one taken as is, a
           (dir / "t.tsv").string() + ": the head table is from model abc123, not from this model (def456)");
     write_file(dir / "u.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\t0.5\n");
     CHECK(read_head_table(dir / "u.tsv", "def456").rows.size() == 1);
-    write_file(dir / "bad.tsv", "layer\thead\tkv_head\tsink\n0\tx\t0\t0.5\n");
-    CHECK(error_of([&] { read_head_table(dir / "bad.tsv"); }) == (dir / "bad.tsv").string() + ":2: 'x' is not a layer/head number");
+    write_file(dir / "bad.tsv", "layer\thead\tkv_head\tsink\n0\t-0\t0\t0.5\n");
+    CHECK(error_of([&] { read_head_table(dir / "bad.tsv"); }) == (dir / "bad.tsv").string() + ":2: '-0' is not a layer/head number");
     write_file(dir / "short.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\n");
     CHECK(error_of([&] { read_head_table(dir / "short.tsv"); }) == (dir / "short.tsv").string() + ":2: 3 fields, the header has 4");
     write_file(dir / "none.tsv", "# model abc123\n");

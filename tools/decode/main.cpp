@@ -11,6 +11,7 @@
 #include "cli/run.hpp"
 #include "decoding/decoder.hpp"
 #include "decoding/writer.hpp"
+#include "io/number.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
 
@@ -24,10 +25,9 @@ std::vector<int> counts(const std::string& text, std::size_t n, const char* opti
     std::stringstream in(text);
     std::string item;
     while (std::getline(in, item, ',')) {
-        int value = -1;
-        if (!CLI::detail::lexical_cast(item, value) || value < 0)
-            throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
-        out.push_back(value);
+        const auto value = parse_count<int>(item);
+        if (!value) throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
+        out.push_back(*value);
     }
     if (out.size() != n) throw UsageError("{}: {} numbers expected, not '{}'", option, n, text);
     return out;
@@ -114,8 +114,11 @@ int main(int argc, char** argv) {
         o.draft = draft;
         o.contrast_heads = contrast_heads;
         int logprobs_k = 0;
-        if (!logprobs.empty() && (!CLI::detail::lexical_cast(logprobs[0], logprobs_k) || logprobs_k < 0))
-            throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+        if (!logprobs.empty()) {
+            const auto k = parse_count<int>(logprobs[0]);
+            if (!k) throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+            logprobs_k = *k;
+        }
 
         // KV frames come with the policy that made them, which goes on acting.
         std::optional<FrameReader> frames;
