@@ -50,7 +50,7 @@ public:
                 work_ = logits_[b];
                 sampler_.process(work_, history_);
                 logprobs_[b].resize(work_.size());
-                sampling::log_softmax(logprobs_[b], work_);
+                log_softmax(logprobs_[b], work_);
             }
             std::vector<std::span<const float>> rows(logprobs_.begin(), logprobs_.end());
             const auto& parents = search.step(rows, [&](int b, std::int32_t token) {

@@ -67,7 +67,7 @@ public:
             work_ = logits_;
             sampler_.process(work_, gen.history());
             probs_.resize(vocab);
-            sampling::softmax(probs_, work_);
+            softmax(probs_, work_);
             candidates_.resize(vocab);
             std::iota(candidates_.begin(), candidates_.end(), 0);
             std::partial_sort(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(k), candidates_.end(),

@@ -64,7 +64,7 @@ public:
                     }
                 if (accepted < 0) {
                     // Nothing (more) accepted: one token from what is left of p.
-                    pending = sampler_.greedy() ? sampling::argmax(p_) : sampling::draw(p_, gen.rng().uniform());
+                    pending = sampler_.greedy() ? argmax(p_) : sampling::draw(p_, gen.rng().uniform());
                     gen.emit(pending, row);
                     break;
                 }
@@ -136,7 +136,7 @@ public:
             const std::span<float> q(q_.data() + std::size_t(i + 1) * vocab, vocab);
             sampler_.distribution(q, work_, history_);
             if (p_min_ > 0 && *std::max_element(q.begin(), q.end()) < p_min_) break;
-            const std::int32_t x = sampler_.greedy() ? sampling::argmax(q) : sampling::draw(q, rng.uniform());
+            const std::int32_t x = sampler_.greedy() ? argmax(q) : sampling::draw(q, rng.uniform());
             at = tree.add(at, x, true);  // a chain: node i + 1
             history_.push_back(x);
             drafted_ = x;
@@ -238,7 +238,7 @@ public:
         // Column i of the deepest level predicts position root + i + N - 1.
         predictions_.resize(std::size_t(w_));
         for (std::size_t i = 0; i < std::size_t(w_); ++i)
-            predictions_[i] = sampling::argmax(logits.subspan(std::size_t(rows_.back()[i]) * vocab, vocab));
+            predictions_[i] = argmax(logits.subspan(std::size_t(rows_.back()[i]) * vocab, vocab));
         // Each column read along its levels, then its prediction, is an n-gram.
         gram_.resize(std::size_t(n_ - 1));
         for (std::size_t i = 0; i < std::size_t(w_); ++i) {

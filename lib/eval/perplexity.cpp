@@ -34,8 +34,6 @@ struct Moments {
     }
 };
 
-std::int64_t argmax(const float* row, std::int64_t n) { return std::max_element(row, row + n) - row; }
-
 // The base run's saved log-probabilities, checked against this run.
 struct Base {
     Frame frame;
@@ -115,8 +113,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
         const ForwardResult result = session.forward(request);
         for (std::int64_t j = 0; j < per_window; ++j) {
             const std::size_t index = std::size_t(w * per_window + j);
-            std::copy_n(result.logits.data() + j * vocab, vocab, row.data());
-            log_softmax(row.data(), vocab);
+            log_softmax(row, result.logits.subspan(std::size_t(j * vocab), std::size_t(vocab)));
             nll.add(-double(row[std::size_t(targets[index])]));
             if (writer) writer->write(std::span<const float>(row));
             if (base) {
@@ -126,7 +123,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
                 divergence = std::max(divergence, 0.0);
                 kl.add(divergence);
                 kl_result.max = std::max(kl_result.max, divergence);
-                if (argmax(b, vocab) == argmax(row.data(), vocab)) ++kl_result.same_top;
+                if (argmax({b, std::size_t(vocab)}) == argmax(row)) ++kl_result.same_top;
                 base_nll.add(-double(b[targets[index]]));
             }
         }
