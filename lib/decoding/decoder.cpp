@@ -1,24 +1,18 @@
 #include "decoding/decoder.hpp"
 
 #include <chrono>
-#include <fstream>
-#include <iterator>
 
 #include <fmt/format.h>
 
 #include "decoding/speculative.hpp"
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace heads::decoding {
 namespace {
-
-std::string file_bytes(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 // A draft model must read and write the same ids as the target.
 void check_same_tokenizer(const Model& target, const Model& draft) {
@@ -31,7 +25,7 @@ void check_same_tokenizer(const Model& target, const Model& draft) {
     if (has_a != has_b)
         throw Error("--draft {}: only one of the two models has a tokenizer.model: the draft must share the tokenizer",
                     where);
-    if (!has_a || file_bytes(a) == file_bytes(b)) return;
+    if (!has_a || read_file(a) == read_file(b)) return;
     // Different files may still hold the same vocabulary.
     const Tokenizer ta(a), tb(b);
     for (int id = 0; id < ta.vocab_size(); ++id)

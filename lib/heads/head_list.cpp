@@ -1,9 +1,9 @@
 #include "heads/head_list.hpp"
 
-#include <fstream>
-#include <sstream>
+#include <algorithm>
 
 #include "io/number.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -22,13 +22,15 @@ HeadRef parse_head(std::string_view item) {
 std::vector<HeadRef> parse_head_list(std::string_view spec) {
     std::string text(spec);
     if (!spec.empty() && spec.front() == '@') {
-        const std::string path(spec.substr(1));
-        std::ifstream in(path);
-        if (!in) throw Error("{}: cannot read the list of heads", path);
-        std::ostringstream content;
-        std::string line;
-        while (std::getline(in, line)) content << line.substr(0, line.find('#')) << '\n';
-        text = content.str();
+        const std::string content = read_file(std::string(spec.substr(1)), "the list of heads");
+        text.clear();
+        for (std::size_t start = 0; start < content.size();) {  // each line up to its '#'
+            const std::size_t end = std::min(content.find('\n', start), content.size());
+            const std::string_view line(content.data() + start, end - start);
+            text.append(line.substr(0, line.find('#')));
+            text += '\n';
+            start = end + 1;
+        }
     }
     std::vector<HeadRef> heads;
     std::string item;

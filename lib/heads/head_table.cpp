@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 
 #include <fmt/format.h>
 
 #include "io/number.hpp"
 #include "io/output.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -77,13 +77,14 @@ void write_head_table(std::FILE* out, const HeadTable& table) {
 }
 
 HeadTable read_head_table(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    if (!in) throw Error("{}: cannot read the head table", path.string());
+    const std::string text = read_file(path, "the head table");
     HeadTable table;
-    std::string line;
     std::size_t number = 0;
     bool header = false;
-    while (std::getline(in, line)) {
+    for (std::size_t start = 0; start < text.size();) {
+        const std::size_t end = std::min(text.find('\n', start), text.size());
+        const std::string line = text.substr(start, end - start);
+        start = end + 1;
         ++number;
         const std::string where = fmt::format("{}:{}", path.string(), number);
         if (line.empty()) continue;

@@ -1,12 +1,11 @@
 #include "model/config.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -207,11 +206,7 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
 
 LlamaConfig read_config(const std::filesystem::path& model_dir) {
     const auto path = model_dir / "config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("{}: cannot read the model's config.json", path.string());
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_config(text.str(), path.string());
+    return parse_config(read_file(path, "the model's config.json"), path.string());
 }
 
 std::string head_layout_json(const std::vector<LayerHeads>& layers) {
