@@ -24,6 +24,9 @@ CLI::Option* add_model_option(CLI::App& app, std::string& model,
 CLI::Option* add_threads_option(CLI::App& app, int& threads);
 // -o, --output FILE ("-" is stdout)
 CLI::Option* add_output_option(CLI::App& app, std::string& output);
+// --precision auto|f32|bf16, the weights' arithmetic (precision_named in
+// model/model.hpp turns the name into a Precision).
+CLI::Option* add_precision_option(CLI::App& app, std::string& precision);
 
 // Where the default model is installed: <dir of the executable>/../share/heads/models/kjv.
 std::filesystem::path default_model_path();

@@ -59,8 +59,7 @@ std::vector<Frame> sequence_frames(Session& session, std::span<const std::int32_
     const Model& model = session.model();
     const LlamaConfig& c = model.config();
     const std::int64_t n = std::int64_t(tokens.size());
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();
 
     ForwardProbes probes;
     probes.hidden_layers = request.hidden_layers;

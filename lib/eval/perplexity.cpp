@@ -104,8 +104,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     for (std::int64_t w = 0; w < windows; ++w) {
         std::copy(tokens.begin() + w * ctx, tokens.begin() + (w + 1) * ctx, window.begin());
         window[0] = model.config().bos_token_id;
-        session.cache().clear();
-        session.set_next_position(0);
+        session.reset();
         ForwardRequest request;
         request.tokens = window;
         request.logits = LogitRows::all;

@@ -11,8 +11,7 @@ HeadStats::HeadStats(const LlamaConfig& config) {
 }
 
 void HeadStats::add_sequence(Session& session, std::span<const std::int32_t> tokens) {
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();
     ForwardProbes probes;
     probes.stats = &sums_;
     probes.tokens = tokens;

@@ -12,6 +12,14 @@
 #include "tensor/error.hpp"
 
 namespace heads {
+
+Precision precision_named(std::string_view name) {
+    if (name == "auto") return Precision::automatic;
+    if (name == "f32") return Precision::f32;
+    if (name == "bf16") return Precision::bf16;
+    throw Error("unknown precision '{}' (heads knows: auto, f32, bf16)", name);
+}
+
 namespace {
 
 // Looks tensors up by name and checks them against what the config implies.

@@ -244,6 +244,12 @@ void Session::load_cache(const KvFrameContents& frame, const std::string& where)
     last_rows_ = 0;
 }
 
+void Session::reset() {
+    cache_.clear();
+    next_position_ = 0;
+    last_rows_ = 0;
+}
+
 void Session::truncate(std::int64_t n) {
     cache_.truncate(n);
     next_position_ = std::min(next_position_, n);

@@ -77,6 +77,10 @@ public:
     // position forwarded (or loaded, or kept by truncate/keep_rows).
     std::int64_t next_position() const { return next_position_; }
 
+    // Starts a new sequence: an empty cache, the next token at position 0
+    // (the head mask stays).
+    void reset();
+
     KvCache& cache() { return cache_; }
     const KvCache& cache() const { return cache_; }
     // After changing the cache from outside (loading, a policy), sets where the sequence continues.

@@ -280,3 +280,14 @@ TEST_CASE("Output: a file appears whole at commit, or not at all") {
     CHECK(cli::Output("-").get() == stdout);
     CHECK(cli::Output("").get() == stdout);
 }
+
+TEST_CASE("--precision: one spelling and one check for every tool") {
+    CLI::App app;
+    std::string precision = "auto";
+    cli::add_precision_option(app, precision);
+    const char* f32[] = {"t", "--precision", "f32"};
+    app.parse(3, f32);
+    CHECK(precision == "f32");
+    const char* f16[] = {"t", "--precision", "f16"};
+    CHECK_THROWS_AS(app.parse(3, f16), CLI::ValidationError);
+}

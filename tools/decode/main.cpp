@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT");
     option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
-    option("--precision", precision, "P", "weight arithmetic (default auto: bf16 for bf16 weights)")->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    cli::add_precision_option(app, precision);
     option("files", inputs, "FILE", "id lines (default: stdin)");
 
     group = "Sampling (in this order)";
@@ -108,9 +108,7 @@ int main(int argc, char** argv) {
         }
         if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
         for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
-        o.precision = precision == "f32"    ? Precision::f32
-                      : precision == "bf16" ? Precision::bf16
-                                            : Precision::automatic;
+        o.precision = precision_named(precision);
         o.draft = draft;
         o.contrast_heads = contrast_heads;
         int logprobs_k = 0;

@@ -44,8 +44,7 @@ int main(int argc, char** argv) {
     app.add_option("--ctx", ctx, "--ppl window; else the longest line allowed (default: the model's context)");
     app.add_option("--save-logits", save_logits, "--ppl: save the scored log-probabilities to FILE");
     app.add_option("--kl-base", kl_base, "--ppl: KL divergence against log-probabilities saved in FILE");
-    app.add_option("--precision", precision, "weight arithmetic: auto (bf16 for bf16 weights), f32, bf16")
-        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    cli::add_precision_option(app, precision);
     app.add_option("files", inputs, "id lines (default: stdin)");
 
     return cli::run(app, argc, argv, [&] {
@@ -57,7 +56,7 @@ int main(int argc, char** argv) {
 
         Context context(cli::thread_count(threads));
         LoadOptions load;
-        load.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        load.precision = precision_named(precision);
         const auto model = Model::load(context, cli::find_model(model_dir), load);
         const LlamaConfig& config = model->config();
         FrameRequest request;
