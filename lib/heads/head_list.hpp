@@ -2,6 +2,7 @@
 // Lists of heads as users write them: "L.H,L.H,..." (layer, then the index
 // of the head within that layer's query heads, both from 0), or "@FILE" with
 // such entries separated by commas or whitespace ('#' starts a comment).
+// Head tables name heads by original id instead (LayerHeads, head_table.hpp).
 
 #include <cstdint>
 #include <string_view>
@@ -11,9 +12,10 @@
 
 namespace heads {
 
+// A head by its index in the layer.
 struct HeadRef {
     std::int64_t layer = 0;
-    std::int64_t head = 0;
+    std::int64_t head = 0;  // index in layers[layer] (LayerHeads::query_head_ids)
     bool operator==(const HeadRef&) const = default;
 };
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "io/number.hpp"
 #include "io/output.hpp"
@@ -37,7 +38,7 @@ std::size_t HeadTable::column(const std::string& name) const {
     throw Error("the head table has no column '{}' (it has {})", name, there);
 }
 
-std::vector<HeadRef> HeadTable::top(const std::string& name, std::size_t k) const {
+std::vector<const HeadTable::Row*> HeadTable::top(const std::string& name, std::size_t k) const {
     const std::size_t c = column(name);
     const auto value = [&](const Row& row) { return std::isnan(row.values[c]) ? -INFINITY : row.values[c]; };
     std::vector<const Row*> order;
@@ -47,9 +48,8 @@ std::vector<HeadRef> HeadTable::top(const std::string& name, std::size_t k) cons
         if (a->layer != b->layer) return a->layer < b->layer;
         return a->head < b->head;
     });
-    std::vector<HeadRef> out;
-    for (std::size_t i = 0; i < std::min(k, order.size()); ++i) out.push_back({order[i]->layer, order[i]->head});
-    return out;
+    order.resize(std::min(k, order.size()));
+    return order;
 }
 
 void write_head_table(std::FILE* out, const HeadTable& table) {
@@ -141,7 +141,19 @@ HeadTable read_head_table(const std::filesystem::path& path, const std::string& 
 
 HeadMask top_heads_mask(const LlamaConfig& config, const HeadTable& table, const std::string& column, std::int64_t k) {
     if (k < 1) throw Error("the number of top heads must be at least 1, not {}", k);
-    return head_mask(config, table.top(column, std::size_t(k)));
+    std::vector<HeadRef> heads;
+    for (const HeadTable::Row* row : table.top(column, std::size_t(k))) {
+        if (row->layer >= config.n_layers)
+            throw Error("the head table's head {}.{} does not exist (the model has layers 0 to {})", row->layer,
+                        row->head, config.n_layers - 1);
+        const auto& ids = config.layers[std::size_t(row->layer)].query_head_ids;
+        const auto found = std::find(ids.begin(), ids.end(), row->head);
+        if (found == ids.end())
+            throw Error("the head table's head {}.{} is not in the model (layer {} keeps {} heads: {})", row->layer,
+                        row->head, row->layer, ids.size(), fmt::join(ids, ", "));
+        heads.push_back({row->layer, found - ids.begin()});
+    }
+    return head_mask(config, heads);
 }
 
 }  // namespace heads

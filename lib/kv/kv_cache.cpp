@@ -8,10 +8,10 @@
 
 namespace heads {
 
-KvCache::KvCache(std::vector<std::int64_t> kv_heads, std::int64_t head_dim, std::int64_t capacity)
-    : kv_heads_(std::move(kv_heads)), head_dim_(head_dim) {
+KvCache::KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity)
+    : kv_head_counts_(std::move(kv_head_counts)), head_dim_(head_dim) {
     std::int64_t total = 0;
-    for (auto n : kv_heads_) {
+    for (auto n : kv_head_counts_) {
         offsets_.push_back(total);
         total += n;
     }
@@ -131,7 +131,7 @@ void KvCache::clear() {
 }
 
 void KvCache::copy_from(const KvCache& other) {
-    if (other.kv_heads_ != kv_heads_ || other.head_dim_ != head_dim_)
+    if (other.kv_head_counts_ != kv_head_counts_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
     if (other.track_received_ != track_received_) track_received(other.track_received_);
     for (std::int64_t l = 0; l < n_layers(); ++l)

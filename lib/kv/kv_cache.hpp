@@ -28,14 +28,14 @@ struct KvHead {
 class KvCache {
 public:
     KvCache() = default;
-    // kv_heads[l]: KV heads of layer l (0 for a layer without attention).
-    KvCache(std::vector<std::int64_t> kv_heads, std::int64_t head_dim, std::int64_t capacity = 0);
+    // kv_head_counts[l]: how many KV heads layer l has (0 for a layer without attention).
+    KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity = 0);
     KvCache(KvCache&&) = default;
     KvCache& operator=(KvCache&&) = default;
 
-    std::int64_t n_layers() const { return std::int64_t(kv_heads_.size()); }
-    std::int64_t n_kv_heads(std::int64_t layer) const { return kv_heads_[std::size_t(layer)]; }
-    const std::vector<std::int64_t>& kv_heads() const { return kv_heads_; }
+    std::int64_t n_layers() const { return std::int64_t(kv_head_counts_.size()); }
+    std::int64_t n_kv_heads(std::int64_t layer) const { return kv_head_counts_[std::size_t(layer)]; }
+    const std::vector<std::int64_t>& kv_head_counts() const { return kv_head_counts_; }
     std::int64_t head_dim() const { return head_dim_; }
 
     KvHead& head(std::int64_t layer, std::int64_t g) { return heads_[index(layer, g)]; }
@@ -74,7 +74,7 @@ private:
         return std::size_t(offsets_[std::size_t(layer)] + g);
     }
 
-    std::vector<std::int64_t> kv_heads_;
+    std::vector<std::int64_t> kv_head_counts_;
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
     bool track_received_ = false;

@@ -79,15 +79,15 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
             throw Error("{}: heads.tokens: {}", where, error.what());
         }
     }
-    std::vector<std::int64_t> kv_heads;
+    std::vector<std::int64_t> kv_head_counts;
     std::int64_t head_dim = -1;
-    while (const Tensor* k = frame.find(fmt::format("kv.{}.k", kv_heads.size()))) {
-        const std::size_t l = kv_heads.size();
+    while (const Tensor* k = frame.find(fmt::format("kv.{}.k", kv_head_counts.size()))) {
+        const std::size_t l = kv_head_counts.size();
         const Tensor* v = frame.find(fmt::format("kv.{}.v", l));
         const Tensor* pos = frame.find(fmt::format("kv.{}.pos", l));
         if (!v || !pos) throw Error("{}: layer {} has kv.{}.k but not kv.{}.v and kv.{}.pos", where, l, l, l, l);
         if (k->rank() != 3 || v->shape() != k->shape())
-            throw Error("{}: kv.{}.k {} and kv.{}.v {} must be the same [kv_heads, slots, head_dim]", where, l,
+            throw Error("{}: kv.{}.k {} and kv.{}.v {} must be the same [n_kv_heads, slots, head_dim]", where, l,
                         shape_string(k->shape()), l, shape_string(v->shape()));
         if (pos->dtype() != DType::I32 || pos->shape() != Shape{k->dim(0), k->dim(1)})
             throw Error("{}: kv.{}.pos must be I32 [{}, {}]", where, l, k->dim(0), k->dim(1));
@@ -98,17 +98,17 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
                 throw Error("{}: kv.{}.k has head_dim {}, earlier layers {}", where, l, k->dim(2), head_dim);
             head_dim = k->dim(2);
         }
-        kv_heads.push_back(k->dim(0));
+        kv_head_counts.push_back(k->dim(0));
     }
-    if (kv_heads.empty()) throw Error("{}: the KV frame has no kv.0.k", where);
-    contents.cache = KvCache(kv_heads, std::max<std::int64_t>(head_dim, 0));
+    if (kv_head_counts.empty()) throw Error("{}: the KV frame has no kv.0.k", where);
+    contents.cache = KvCache(kv_head_counts, std::max<std::int64_t>(head_dim, 0));
     const std::int64_t hd = contents.cache.head_dim();
-    for (std::int64_t l = 0; l < std::int64_t(kv_heads.size()); ++l) {
+    for (std::int64_t l = 0; l < std::int64_t(kv_head_counts.size()); ++l) {
         const Tensor& k = frame.at(fmt::format("kv.{}.k", l));
         const std::vector<float> k_data = k.to_f32(), v_data = frame.at(fmt::format("kv.{}.v", l)).to_f32();
         const auto pos_data = frame.at(fmt::format("kv.{}.pos", l)).data<std::int32_t>();
         const std::int64_t slots = k.dim(1);
-        for (std::int64_t g = 0; g < kv_heads[std::size_t(l)]; ++g) {
+        for (std::int64_t g = 0; g < kv_head_counts[std::size_t(l)]; ++g) {
             std::int64_t used = slots;  // up to the last slot in use: trailing -1 slots are padding
             while (used > 0 && pos_data[std::size_t(g * slots + used - 1)] == -1) --used;
             contents.cache.reserve(l, g, used);
@@ -121,9 +121,9 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
         for (auto [name, target] : {std::pair{"received", &contents.received}, {"received_recent", &contents.received_recent}}) {
             const Tensor* mass = frame.find(fmt::format("kv.{}.{}", l, name));
             if (!mass) continue;
-            if (mass->dtype() != DType::F32 || mass->shape() != Shape{kv_heads[std::size_t(l)], slots})
-                throw Error("{}: kv.{}.{} must be F32 [{}, {}]", where, l, name, kv_heads[std::size_t(l)], slots);
-            target->resize(kv_heads.size());
+            if (mass->dtype() != DType::F32 || mass->shape() != Shape{kv_head_counts[std::size_t(l)], slots})
+                throw Error("{}: kv.{}.{} must be F32 [{}, {}]", where, l, name, kv_head_counts[std::size_t(l)], slots);
+            target->resize(kv_head_counts.size());
             (*target)[std::size_t(l)] = *mass;
         }
     }

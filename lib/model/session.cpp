@@ -11,7 +11,7 @@
 namespace heads {
 namespace {
 
-std::vector<std::int64_t> kv_heads_of(const LlamaConfig& c) {
+std::vector<std::int64_t> kv_head_counts(const LlamaConfig& c) {
     std::vector<std::int64_t> kv;
     for (const auto& layer : c.layers) kv.push_back(layer.n_kv_heads());
     return kv;
@@ -35,7 +35,7 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
     : model_(std::move(model)), ctx_(ctx) {
     const LlamaConfig& c = model_->config();
     const std::int64_t capacity = options.capacity > 0 ? options.capacity : std::min<std::int64_t>(c.max_seq_len, 4096);
-    cache_ = KvCache(kv_heads_of(c), c.head_dim, capacity);
+    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity);
     for (const auto& layer : c.layers) head_off_.emplace_back(std::size_t(layer.n_heads()), 0);
     inv_freq_.resize(std::size_t(c.head_dim / 2));
 }
@@ -234,7 +234,7 @@ void Session::load_cache(const KvFrameContents& frame, const std::string& where)
     if (frame.info.model != model_->fingerprint())
         throw Error("{}: the KV frame is from model {}, not from this model ({}, {})", where, frame.info.model,
                     model_->fingerprint(), model_->dir().string());
-    if (frame.cache.kv_heads() != cache_.kv_heads())
+    if (frame.cache.kv_head_counts() != cache_.kv_head_counts())
         throw Error("{}: the KV frame's KV heads per layer differ from the model's", where);
     if (frame.cache.head_dim() != c.head_dim && frame.cache.total_slots() > 0)
         throw Error("{}: the KV frame has head_dim {}, the model {}", where, frame.cache.head_dim(), c.head_dim);

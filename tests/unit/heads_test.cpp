@@ -19,10 +19,17 @@ namespace {
 LlamaConfig two_layers() {
     LlamaConfig config;
     config.n_layers = 2;
-    config.n_heads = 4;
-    config.n_kv_heads = 2;
+    config.n_heads_unpruned = 4;
+    config.n_kv_heads_unpruned = 2;
     config.layers = {{{0, 1, 2, 3}, {0, 1}, {0, 0, 1, 1}}, {{1, 3}, {0, 1}, {0, 1}}};
     return config;
+}
+
+// (layer, head) of each row, to compare rankings.
+std::vector<HeadRef> heads_of(const std::vector<const HeadTable::Row*>& rows) {
+    std::vector<HeadRef> out;
+    for (const auto* row : rows) out.push_back({row->layer, row->head});
+    return out;
 }
 
 std::string error_of(auto&& call) {
@@ -70,25 +77,32 @@ TEST_CASE("head mask: merging masks every head either one masks") {
     CHECK_THROWS_AS(merge_head_masks(mask, {{0, 0, 0, 0}, {0, 0, 0}}), Error);
 }
 
-TEST_CASE("head table: read, then the top heads of a column") {
+TEST_CASE("head table: read, then the top heads of a column, masked by original id") {
     TempDir dir;
+    // Layer 1 is two_layers()'s pruned one: its heads are original ids 1 and 3.
     write_file(dir / "t.tsv",
                "# model abc123\n# made by hand\nlayer\thead\tkv_head\tretrieval\tsink\n"
-               "0\t0\t0\t0.100000\t0.900000\n0\t1\t0\t0.500000\t0.200000\n1\t0\t0\t0.500000\t0.100000\n"
+               "0\t0\t0\t0.100000\t0.900000\n0\t1\t0\t0.500000\t0.200000\n1\t3\t1\t0.500000\t0.100000\n"
                "1\t1\t0\tnan\t0.300000\n");
     const HeadTable table = read_head_table(dir / "t.tsv");
     CHECK(table.model == "abc123");
     CHECK(table.comments == std::vector<std::string>{"made by hand"});
     CHECK(table.columns == std::vector<std::string>{"retrieval", "sink"});
-    CHECK(table.top("retrieval", 2) == std::vector<HeadRef>{{0, 1}, {1, 0}});  // a tie: lower layer first
-    CHECK(table.top("sink", 1) == std::vector<HeadRef>{{0, 0}});
+    CHECK(heads_of(table.top("retrieval", 2)) == std::vector<HeadRef>{{0, 1}, {1, 3}});  // a tie: lower layer first
+    CHECK(heads_of(table.top("sink", 1)) == std::vector<HeadRef>{{0, 0}});
     CHECK(table.top("retrieval", 9).size() == 4);
-    CHECK(table.top("retrieval", 9).back() == HeadRef{1, 1});  // nan ranks last
-    CHECK(error_of([&] { table.top("induction", 1); }) == "the head table has no column 'induction' (it has retrieval, sink)");
+    CHECK(heads_of(table.top("retrieval", 9)).back() == HeadRef{1, 1});  // nan ranks last
+    CHECK(error_of([&] { table.top("induction", 1); }) ==
+          "the head table has no column 'induction' (it has retrieval, sink)");
 
     const LlamaConfig config = two_layers();
-    CHECK(top_heads_mask(config, table, "retrieval", 2) == HeadMask{{0, 1, 0, 0}, {1, 0}});
+    // Original id 3 of layer 1 is that layer's head at index 1.
+    CHECK(top_heads_mask(config, table, "retrieval", 2) == HeadMask{{0, 1, 0, 0}, {0, 1}});
+    CHECK(top_heads_mask(config, table, "sink", 4) == HeadMask{{1, 1, 0, 0}, {1, 1}});
     CHECK_THROWS_AS(top_heads_mask(config, table, "retrieval", 0), Error);
+    write_file(dir / "gone.tsv", "layer\thead\tkv_head\tsink\n1\t2\t1\t0.5\n");
+    CHECK(error_of([&] { top_heads_mask(config, read_head_table(dir / "gone.tsv"), "sink", 1); }) ==
+          "the head table's head 1.2 is not in the model (layer 1 keeps 2 heads: 1, 3)");
 }
 
 TEST_CASE("head table: written, then read back the same") {
@@ -122,9 +136,11 @@ TEST_CASE("head table: another model's is refused, an unnamed one taken as is, a
     write_file(dir / "u.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\t0.5\n");
     CHECK(read_head_table(dir / "u.tsv", "def456").rows.size() == 1);
     write_file(dir / "bad.tsv", "layer\thead\tkv_head\tsink\n0\t-0\t0\t0.5\n");
-    CHECK(error_of([&] { read_head_table(dir / "bad.tsv"); }) == (dir / "bad.tsv").string() + ":2: '-0' is not a layer/head number");
+    CHECK(error_of([&] { read_head_table(dir / "bad.tsv"); }) ==
+          (dir / "bad.tsv").string() + ":2: '-0' is not a layer/head number");
     write_file(dir / "short.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\n");
-    CHECK(error_of([&] { read_head_table(dir / "short.tsv"); }) == (dir / "short.tsv").string() + ":2: 3 fields, the header has 4");
+    CHECK(error_of([&] { read_head_table(dir / "short.tsv"); }) ==
+          (dir / "short.tsv").string() + ":2: 3 fields, the header has 4");
     write_file(dir / "none.tsv", "# model abc123\n");
     CHECK_THROWS_WITH_AS(read_head_table(dir / "none.tsv"), doctest::Contains("no header line"), Error);
 }

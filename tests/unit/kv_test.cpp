@@ -89,7 +89,7 @@ TEST_CASE("a ragged cache survives a KV frame round trip, with its padding") {
     CHECK(back.info.tokens == std::vector<std::int32_t>{1, 2, 3, 4});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
     CHECK(back.cache.head(0, 1).k.data()[4] == 301.0f);
-    CHECK(back.cache.kv_heads() == std::vector<std::int64_t>{2, 0});
+    CHECK(back.cache.kv_head_counts() == std::vector<std::int64_t>{2, 0});
 }
 
 TEST_CASE("bad KV frames are refused with their reason") {
