@@ -58,6 +58,11 @@ public:
     // Room for `slots` slots in one head.
     void reserve(std::int64_t layer, std::int64_t g, std::int64_t slots);
 
+    // Appends positions.size() slots to one head: slot i gets the key at
+    // k + i·row_stride, the value at v + i·row_stride (head_dim floats each)
+    // and positions[i], with no received mass yet. Grows storage if needed.
+    void append(std::int64_t layer, std::int64_t g, const float* k, const float* v, std::int64_t row_stride,
+                std::span<const std::int32_t> positions);
     // Drops every slot at position >= n (synthetic slots stay): rollback of
     // rejected draft tokens, in any head, whatever a policy kept.
     void truncate(std::int64_t n);
@@ -70,6 +75,11 @@ public:
     void copy_from(const KvCache& other);
 
 private:
+    // Copies `count` slots (key, value, position and, when tracked, received
+    // mass) of `from` from from_slot on into `to` at to_slot: every move of
+    // slots goes through here. Within one head, to_slot <= from_slot.
+    void move_slots(KvHead& to, std::int64_t to_slot, const KvHead& from, std::int64_t from_slot,
+                    std::int64_t count) const;
     std::size_t index(std::int64_t layer, std::int64_t g) const {
         return std::size_t(offsets_[std::size_t(layer)] + g);
     }

@@ -111,12 +111,8 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
         for (std::int64_t g = 0; g < kv_head_counts[std::size_t(l)]; ++g) {
             std::int64_t used = slots;  // up to the last slot in use: trailing -1 slots are padding
             while (used > 0 && pos_data[std::size_t(g * slots + used - 1)] == -1) --used;
-            contents.cache.reserve(l, g, used);
-            KvHead& head = contents.cache.head(l, g);
-            std::memcpy(head.k.data(), k_data.data() + g * slots * hd, sizeof(float) * std::size_t(used * hd));
-            std::memcpy(head.v.data(), v_data.data() + g * slots * hd, sizeof(float) * std::size_t(used * hd));
-            std::memcpy(head.pos.data(), pos_data.data() + g * slots, sizeof(std::int32_t) * std::size_t(used));
-            head.slots = used;
+            contents.cache.append(l, g, k_data.data() + g * slots * hd, v_data.data() + g * slots * hd, hd,
+                                  pos_data.subspan(std::size_t(g * slots), std::size_t(used)));
         }
         for (auto [name, target] : {std::pair{"received", &contents.received}, {"received_recent", &contents.received_recent}}) {
             const Tensor* mass = frame.find(fmt::format("kv.{}.{}", l, name));

@@ -36,6 +36,23 @@ std::vector<std::int32_t> positions(const KvCache& cache, std::int64_t l, std::i
 
 }  // namespace
 
+TEST_CASE("append takes strided key and value rows, grows storage, and starts received mass at 0") {
+    KvCache cache({2}, 2);
+    cache.track_received(true);
+    fill(cache, 0, 1, {0});
+    cache.head(0, 1).received.data()[0] = 0.5f;
+    // Two rows of a fused layout [k0 k1 | v0 v1], head_dim 2: stride 8.
+    const std::vector<float> rows{1, 2, 3, 4, -1, -2, -3, -4, 5, 6, 7, 8, -5, -6, -7, -8};
+    const std::vector<std::int32_t> at{1, 2};
+    cache.append(0, 1, rows.data() + 2, rows.data() + 6, 8, at);
+    const KvHead& h = cache.head(0, 1);
+    CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{0, 1, 2});
+    CHECK(std::vector<float>(h.k.data(), h.k.data() + 6) == std::vector<float>{0, 1, 3, 4, 7, 8});
+    CHECK(std::vector<float>(h.v.data(), h.v.data() + 6) == std::vector<float>{-0.0f, -1, -3, -4, -7, -8});
+    CHECK(std::vector<float>(h.received.data(), h.received.data() + 3) == std::vector<float>{0.5f, 0, 0});
+    CHECK(cache.head(0, 0).slots == 0);
+}
+
 TEST_CASE("truncate drops positions >= n in every head and keeps synthetic slots") {
     KvCache cache({2, 0, 1}, 4);
     fill(cache, 0, 0, {0, 1, 2, 3, 4});
