@@ -161,7 +161,10 @@ struct BlockTask {
         const std::int64_t key_end = a.mask ? kv.slots : base + i0 + nq;
         for (std::int64_t k0 = 0; k0 < key_end; k0 += kBlockKeys) {
             const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
-            gemm(qk, engine, stream, {s, kBlockKeys, q, hd, kv.k + k0 * hd, hd, rows, kn, hd, true, false});
+            // scores = q · kᵀ for this block of keys
+            gemm(qk, engine, stream,
+                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = hd, .b = kv.k + k0 * hd, .ldb = hd, .m = rows, .n = kn,
+                  .k = hd, .b_transposed = true, .accumulate = false});
             // Causal without a mask is a limit per row; anything else is checked slot by slot.
             bool simple = !a.mask && a.sliding_window == 0;
             for (std::int64_t c = 0; simple && c < kn; ++c) simple = kv.pos[k0 + c] != -1;
@@ -194,7 +197,10 @@ struct BlockTask {
                     for (std::int64_t d = 0; d < hd; ++d) out[d] *= correction;
                 }
             }
-            gemm(pv, engine, stream, {o, hd, s, kBlockKeys, kv.v + k0 * hd, hd, rows, hd, kn, false, true});
+            // out += probabilities · v for this block of keys
+            gemm(pv, engine, stream,
+                 {.c = o, .ldc = hd, .a = s, .lda = kBlockKeys, .b = kv.v + k0 * hd, .ldb = hd, .m = rows, .n = hd,
+                  .k = kn, .b_transposed = false, .accumulate = true});
         }
         for (std::int64_t hi = 0; hi < n_group; ++hi)
             for (std::int64_t i = 0; i < nq; ++i) {

@@ -22,7 +22,8 @@ public:
     // key [head_dim], RoPE applied at some position p: becomes the key at p + delta.
     void rotate(float* key, std::int32_t delta) {
         rope_tables(cos_.data(), sin_.data(), {&delta, 1}, inv_freq_);
-        rope_apply({key, 1, rope_.head_dim, 1, rope_.head_dim, cos_.data(), sin_.data()});
+        rope_apply({.x = key, .rows = 1, .row_stride = rope_.head_dim, .n_heads = 1, .head_dim = rope_.head_dim,
+                    .cos = cos_.data(), .sin = sin_.data()});
     }
 
 private:
