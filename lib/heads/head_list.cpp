@@ -59,10 +59,12 @@ HeadMask head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads)
 }
 
 void merge_head_masks(HeadMask& mask, const HeadMask& more) {
-    if (mask.size() != more.size()) throw Error("head masks of {} and {} layers cannot be merged", mask.size(), more.size());
+    if (mask.size() != more.size())
+        throw Error("head masks of {} and {} layers cannot be merged", mask.size(), more.size());
     for (std::size_t l = 0; l < mask.size(); ++l) {
         if (mask[l].size() != more[l].size())
-            throw Error("head masks with {} and {} heads in layer {} cannot be merged", mask[l].size(), more[l].size(), l);
+            throw Error("head masks with {} and {} heads in layer {} cannot be merged", mask[l].size(), more[l].size(),
+                        l);
         for (std::size_t h = 0; h < mask[l].size(); ++h) mask[l][h] |= more[l][h];
     }
 }

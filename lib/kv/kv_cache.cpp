@@ -132,7 +132,8 @@ void KvCache::move_slots(KvHead& to, std::int64_t to_slot, const KvHead& from, s
     std::memmove(to.k.data() + to_slot * head_dim_, from.k.data() + from_slot * head_dim_, sizeof(float) * floats);
     std::memmove(to.v.data() + to_slot * head_dim_, from.v.data() + from_slot * head_dim_, sizeof(float) * floats);
     std::memmove(to.pos.data() + to_slot, from.pos.data() + from_slot, sizeof(std::int32_t) * n);
-    if (track_received_) std::memmove(to.received.data() + to_slot, from.received.data() + from_slot, sizeof(float) * n);
+    if (track_received_)
+        std::memmove(to.received.data() + to_slot, from.received.data() + from_slot, sizeof(float) * n);
 }
 
 void KvCache::clear() {

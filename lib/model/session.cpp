@@ -150,7 +150,8 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         matmul(ctx_, {.y = logits_.data(), .x = xn_.data() + from * d, .rows = n - from}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t((n - from) * c.vocab_size)};
     } else if (request.logits == LogitRows::last) {
-        matmul(ctx_, {.y = logits_.data(), .x = xn_.data() + (all_rows ? (n - 1) * d : 0), .rows = 1}, model_->lm_head());
+        const float* last = xn_.data() + (all_rows ? (n - 1) * d : 0);
+        matmul(ctx_, {.y = logits_.data(), .x = last, .rows = 1}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t(c.vocab_size)};
     }
     last_rows_ = n;

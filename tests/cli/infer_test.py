@@ -178,9 +178,11 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     make_model(pruned, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2", "--max-pos", "64",
                "--head-layout", json.dumps(layout))
     ours = run([INFER, "-m", pruned, "--head-stats", rep]).stdout.decode().splitlines()
-    theirs = run([PY, os.path.join(src, "scripts", "reference.py"), pruned, "--head-stats", "--ids-file", rep]).stdout.decode().splitlines()
+    theirs = run([PY, os.path.join(src, "scripts", "reference.py"), pruned, "--head-stats", "--ids-file", rep])
+    theirs = theirs.stdout.decode().splitlines()
     names_ours = [line.split("\t")[:3] for line in ours[3:]]
-    report(names_ours == [[str(x) for x in row] for row in [[0, 0, 0], [0, 1, 0], [0, 2, 1], [0, 3, 1], [1, 3, 1], [1, 0, 1]]],
+    expected = [[0, 0, 0], [0, 1, 0], [0, 2, 1], [0, 3, 1], [1, 3, 1], [1, 0, 1]]  # layer, original head, original KV head
+    report(names_ours == [[str(x) for x in row] for row in expected],
            f"pruned model: head table rows carry original head and KV head ids: {names_ours}")
     rows_ours = np.array([[float(x) for x in line.split("\t")] for line in ours[3:]])
     rows_theirs = np.array([[float(x) for x in line.split("\t")] for line in theirs[2:]])

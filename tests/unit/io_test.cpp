@@ -31,6 +31,7 @@ TEST_CASE("read_file: every byte, or an error naming the path and what it is") {
     CHECK(read_file(dir / "f") == bytes);
     write_file(dir / "empty", "");
     CHECK(read_file(dir / "empty").empty());
-    CHECK_THROWS_WITH_AS(read_file(dir / "none", "the head table"), ((dir / "none").string() + ": cannot read the head table").c_str(), Error);
+    CHECK_THROWS_WITH_AS(read_file(dir / "none", "the head table"),
+                         ((dir / "none").string() + ": cannot read the head table").c_str(), Error);
     CHECK_THROWS_WITH_AS(read_file(dir.path()), (dir.path().string() + ": cannot read the file").c_str(), Error);
 }

@@ -187,7 +187,8 @@ TEST_CASE("kv policy: window names and their errors") {
     CHECK(make_kv_policy("window:4:28")->slides());
     CHECK(make_kv_policy("window:4:28")->span() == 32);
     CHECK_FALSE(make_kv_policy("full")->slides());
-    for (const char* bad : {"fill", "window", "window:4", "window:4:x", "window:-1:3", "window:-0:3", "window:4:+3", "window:4:0", "window:4,28"})
+    for (const char* bad : {"fill", "window", "window:4", "window:4:x", "window:-1:3", "window:-0:3", "window:4:+3",
+                            "window:4:0", "window:4,28"})
         CHECK_THROWS_AS(make_kv_policy(bad), Error);
 }
 
