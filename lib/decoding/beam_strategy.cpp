@@ -15,7 +15,8 @@ public:
     Beam(Session& session, const sampling::SamplingParams& sampling, const ContextGuard& guard,
          const BeamOptions& options)
         : root_(session), sampler_(sampling), guard_(guard), options_(options) {
-        if (!sampler_.greedy()) throw UsageError("beam search ranks by log-probability: --temp must be 0 with --beams");
+        if (!sampler_.greedy())
+            throw UsageError(Param{"temperature"}, "beam search ranks by log-probability: the temperature must be 0");
     }
 
     std::string name() const override {

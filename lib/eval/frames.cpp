@@ -42,9 +42,11 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
     for (auto l : request.hidden_layers)
         if (l < 0 || l >= config.n_layers)
-            throw Error("--hidden {}: hidden states are numbered by layer, 0 to {}", l, config.n_layers - 1);
+            throw Error(Param{"hidden_layers"}, "{}: hidden states are numbered by layer, 0 to {}", l,
+                        config.n_layers - 1);
     for (auto l : request.attention_layers)
-        if (l < 0 || l >= config.n_layers) throw Error("--attention {}: layers are numbered 0 to {}", l, config.n_layers - 1);
+        if (l < 0 || l >= config.n_layers)
+            throw Error(Param{"attention_layers"}, "{}: layers are numbered 0 to {}", l, config.n_layers - 1);
 }
 
 Metadata frame_metadata(std::string_view kind, const Model& model, std::span<const std::int32_t> tokens) {

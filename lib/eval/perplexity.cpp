@@ -71,9 +71,11 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     const std::int64_t vocab = model.vocab_size();
     const std::int64_t ctx = options.ctx > 0 ? options.ctx : model.context_length();
     const std::int64_t windows = std::int64_t(tokens.size()) / ctx;
-    if (ctx < 4) throw Error("--ctx {} is too small to score (at least 4)", ctx);
+    if (ctx < 4) throw Error(Param{"ctx"}, "a window of {} tokens is too small to score (at least 4)", ctx);
     if (windows < 2)
-        throw Error("{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a smaller --ctx",
+        throw Error(Param{"ctx"},
+                    "{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a "
+                    "smaller window",
                     tokens.size(), ctx);
     const std::int64_t first = ctx / 2, per_window = ctx - 1 - first;
 

@@ -10,7 +10,8 @@ namespace heads::sampling {
 
 std::pair<std::int32_t, float> parse_logit_bias(std::string_view spec) {
     const auto bad = [&] {
-        return UsageError("--logit-bias: bad '{}' (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", spec);
+        return UsageError(Param{"logit_bias"},
+                          "bad logit bias '{}' (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", spec);
     };
     const auto op = spec.find_first_of("=+-");
     if (op == std::string_view::npos || op == 0) throw bad();

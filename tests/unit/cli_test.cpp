@@ -27,7 +27,8 @@ struct Outcome {
 };
 
 // Runs cli::run in a child process (it closes stdout), capturing its output.
-Outcome run_child(std::vector<std::string> args, const std::function<void()>& body, bool close_stdout_early = false) {
+Outcome run_child(std::vector<std::string> args, const std::function<void()>& body, bool close_stdout_early = false,
+                  const cli::FlagNames& flags = {}) {
     TempDir dir;
     const pid_t pid = ::fork();
     if (pid == 0) {
@@ -45,7 +46,7 @@ Outcome run_child(std::vector<std::string> args, const std::function<void()>& bo
         app.add_option("-n", number, "a number")->check(CLI::PositiveNumber);
         std::vector<char*> argv;
         for (auto& arg : args) argv.push_back(arg.data());
-        const int status = cli::run(app, int(argv.size()), argv.data(), body);
+        const int status = cli::run(app, int(argv.size()), argv.data(), body, flags);
         std::fflush(stderr);
         std::_Exit(status);
     }
@@ -290,4 +291,19 @@ TEST_CASE("--precision: one spelling and one check for every tool") {
     CHECK(precision == "f32");
     const char* f16[] = {"t", "--precision", "f16"};
     CHECK_THROWS_AS(app.parse(3, f16), CLI::ValidationError);
+}
+
+TEST_CASE("run: the tool names its flag for the parameter a library error is about") {
+    const cli::FlagNames flags{{"temperature", "--temp"}};
+    const auto bad_temperature = [] { throw UsageError(Param{"temperature"}, "the temperature must be >= 0, not -1"); };
+    const Outcome usage = run_child({"prog"}, bad_temperature, false, flags);
+    CHECK(usage.status == 2);
+    CHECK(usage.err.rfind("prog: --temp: the temperature must be >= 0, not -1\n", 0) == 0);
+    const Outcome runtime = run_child({"prog"}, [] { throw Error(Param{"ctx"}, "a window of 2 tokens is too small"); },
+                                      false, {{"ctx", "--ctx"}});
+    CHECK(runtime.status == 1);
+    CHECK(runtime.err == "prog: --ctx: a window of 2 tokens is too small\n");
+    // Another front end without the name: the library's words alone.
+    const Outcome plain = run_child({"prog"}, bad_temperature);
+    CHECK(plain.err.rfind("prog: the temperature must be >= 0, not -1\n", 0) == 0);
 }

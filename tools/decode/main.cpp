@@ -98,6 +98,18 @@ int main(int argc, char** argv) {
     option("--alpha", o.contrast.alpha, "A", "contrast at maximal entropy (default 1)");
     option("--contrast-cutoff", o.contrast.cutoff, "B", "drop tokens below B times the best probability (0: off)");
 
+    // How decode spells the library's parameters, for its messages (heads::Param).
+    const cli::FlagNames flags{
+        {"temperature", "--temp"}, {"top_k", "--top-k"}, {"top_p", "--top-p"}, {"min_p", "--min-p"},
+        {"typical_p", "--typical-p"}, {"repeat_penalty", "--repeat-penalty"},
+        {"presence_and_frequency_penalty", "--presence-penalty/--frequency-penalty"},
+        {"penalty_last_n", "--repeat-last-n"}, {"no_repeat_ngram", "--no-repeat-ngram"}, {"logit_bias", "--logit-bias"},
+        {"keep", "--keep"}, {"kv_policy", "--kv-policy"}, {"context_shift", "--keep/--kv-policy"},
+        {"draft", "--draft"}, {"lookahead", "--lookahead"},
+        {"strategy", "--beams/--penalty-alpha/--draft/--prompt-lookup/--lookahead/--contrast-heads"},
+        {"contrast_top", "--top"}, {"penalty_alpha", "--penalty-alpha"}, {"draft_max", "--draft-max"},
+        {"draft_p_min", "--draft-p-min"}, {"prompt_lookup", "--prompt-lookup"}, {"lookup_ngram", "--lookup-ngram"},
+        {"stop", "--stop"}, {"text_or_stop", "--text/--stop"}, {"beams", "--beams"}, {"n_best", "--n-best"}};
     return cli::run(app, argc, argv, [&] {
         if (!kv.empty() && !inputs.empty()) throw UsageError("give id files or --kv, not both");
         if (o.limits.max_tokens < -1)
@@ -151,7 +163,7 @@ int main(int argc, char** argv) {
                 } catch (const UsageError&) {
                     throw;
                 } catch (const Error& error) {
-                    throw Error("{}: {}", where, error.what());
+                    throw Error(Param{error.param()}, "{}: {}", where, error.what());
                 }
             }
         } else {
@@ -163,12 +175,12 @@ int main(int argc, char** argv) {
                 } catch (const UsageError&) {
                     throw;
                 } catch (const Error& error) {
-                    throw Error("{}: {}", reader.where(), error.what());
+                    throw Error(Param{error.param()}, "{}: {}", reader.where(), error.what());
                 }
             }
         }
         out.commit();
         if (logprobs_out) logprobs_out->commit();
         if (verbose) fmt::print(stderr, "decode: {}\n", decoder.report());
-    });
+    }, flags);
 }

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
     cli::add_precision_option(app, precision);
     app.add_option("files", inputs, "id lines (default: stdin)");
 
+    // How infer spells the library's parameters, for its messages (heads::Param).
+    const cli::FlagNames flags{{"ctx", "--ctx"}, {"hidden_layers", "--hidden"}, {"attention_layers", "--attention"}};
     return cli::run(app, argc, argv, [&] {
         const bool frame_options = logits != "last" || !hidden.empty() || !attention.empty() || kv;
         if (ppl && (head_stats || frame_options)) throw UsageError("--ppl writes no frames and no head table");
@@ -101,5 +103,5 @@ int main(int argc, char** argv) {
         progress.done();
         if (head_stats) write_head_table(out.get(), stats.table(*model));
         out.commit();
-    });
+    }, flags);
 }
