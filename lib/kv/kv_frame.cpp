@@ -23,17 +23,18 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     frame.metadata[std::string(keys::tokens)] = fmt::format("{}", fmt::join(info.tokens, " "));
     frame.metadata[std::string(keys::policy)] = info.policy;
     if (received) frame.metadata[std::string(keys::recent_queries)] = std::to_string(received->recent_queries);
-    const std::int64_t hd = cache.head_dim();
+    const std::int64_t head_dim = cache.head_dim();
     for (std::int64_t l = 0; l < cache.n_layers(); ++l) {
-        const std::int64_t nkv = cache.n_kv_heads(l), slots = cache.max_slots(l);
-        Tensor k = f32_tensor({nkv, slots, hd}), v = f32_tensor({nkv, slots, hd});
-        Tensor pos = Tensor::zeros(DType::I32, {nkv, slots});
+        const std::int64_t n_kv_heads = cache.n_kv_heads(l), slots = cache.max_slots(l);
+        Tensor k = f32_tensor({n_kv_heads, slots, head_dim}), v = f32_tensor({n_kv_heads, slots, head_dim});
+        Tensor pos = Tensor::zeros(DType::I32, {n_kv_heads, slots});
         auto k_data = k.mutable_data<float>(), v_data = v.mutable_data<float>();
         auto pos_data = pos.mutable_data<std::int32_t>();
-        for (std::int64_t g = 0; g < nkv; ++g) {
+        for (std::int64_t g = 0; g < n_kv_heads; ++g) {
             const KvHead& head = cache.head(l, g);
-            std::memcpy(k_data.data() + g * slots * hd, head.k.data(), sizeof(float) * std::size_t(head.slots * hd));
-            std::memcpy(v_data.data() + g * slots * hd, head.v.data(), sizeof(float) * std::size_t(head.slots * hd));
+            const std::size_t bytes = sizeof(float) * std::size_t(head.slots * head_dim);
+            std::memcpy(k_data.data() + g * slots * head_dim, head.k.data(), bytes);
+            std::memcpy(v_data.data() + g * slots * head_dim, head.v.data(), bytes);
             for (std::int64_t s = 0; s < slots; ++s) pos_data[std::size_t(g * slots + s)] = s < head.slots ? head.pos.data()[s] : -1;
         }
         frame.add(fmt::format("kv.{}.k", l), std::move(k));
@@ -44,10 +45,10 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
             const std::int64_t from_slots = received->slots[std::size_t(l)];
             for (const bool recent : {false, true}) {
                 const auto& source = recent ? received->recent : received->all;
-                Tensor mass = f32_tensor({nkv, slots});
+                Tensor mass = f32_tensor({n_kv_heads, slots});
                 auto out = mass.mutable_data<float>();
                 const auto& in = source[std::size_t(l)];
-                for (std::int64_t g = 0; g < nkv && !in.empty(); ++g)
+                for (std::int64_t g = 0; g < n_kv_heads && !in.empty(); ++g)
                     for (std::int64_t s = 0; s < std::min(slots, from_slots); ++s)
                         out[std::size_t(g * slots + s)] = in[std::size_t(g * from_slots + s)];
                 frame.add(fmt::format("kv.{}.{}", l, recent ? "received_recent" : "received"), std::move(mass));
@@ -102,7 +103,7 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     }
     if (kv_head_counts.empty()) throw Error("{}: the KV frame has no kv.0.k", where);
     contents.cache = KvCache(kv_head_counts, std::max<std::int64_t>(head_dim, 0));
-    const std::int64_t hd = contents.cache.head_dim();
+    head_dim = contents.cache.head_dim();
     for (std::int64_t l = 0; l < std::int64_t(kv_head_counts.size()); ++l) {
         const Tensor& k = frame.at(fmt::format("kv.{}.k", l));
         const std::vector<float> k_data = k.to_f32(), v_data = frame.at(fmt::format("kv.{}.v", l)).to_f32();
@@ -111,7 +112,8 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
         for (std::int64_t g = 0; g < kv_head_counts[std::size_t(l)]; ++g) {
             std::int64_t used = slots;  // up to the last slot in use: trailing -1 slots are padding
             while (used > 0 && pos_data[std::size_t(g * slots + used - 1)] == -1) --used;
-            contents.cache.append(l, g, k_data.data() + g * slots * hd, v_data.data() + g * slots * hd, hd,
+            const std::int64_t first = g * slots * head_dim;  // of head g in [n_kv_heads, slots, head_dim]
+            contents.cache.append(l, g, k_data.data() + first, v_data.data() + first, head_dim,
                                   pos_data.subspan(std::size_t(g * slots), std::size_t(used)));
         }
         for (auto [name, target] : {std::pair{"received", &contents.received}, {"received_recent", &contents.received_recent}}) {
