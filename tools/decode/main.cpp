@@ -1,6 +1,7 @@
 // decode: generate continuations of token id lines (or of KV frames), one
 // output line per prompt, each id written the moment it is chosen (man/decode.1).
 #include <optional>
+#include <span>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -154,30 +155,27 @@ int main(int argc, char** argv) {
                            logprobs_writer ? &*logprobs_writer : nullptr);
         if (verbose) fmt::print(stderr, "decode: {}\n", decoder.describe());
 
+        // One prompt; a runtime error says which input it came from (usage errors need no place).
+        const auto generate = [&](const std::string& where, std::span<const std::int32_t> prompt,
+                                  const KvFrameContents* frame) {
+            try {
+                decoder.generate(prompt, frame, writer);
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& error) {
+                throw Error(Param{error.param()}, "{}: {}", where, error.what());
+            }
+        };
         if (frames) {
             for (; pending_frame; pending_frame = frames->next()) {
                 const std::string where = fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count());
                 const KvFrameContents contents = kv_from_frame(*pending_frame, where);
-                try {
-                    decoder.generate(contents.info.tokens, &contents, writer);
-                } catch (const UsageError&) {
-                    throw;
-                } catch (const Error& error) {
-                    throw Error(Param{error.param()}, "{}: {}", where, error.what());
-                }
+                generate(where, contents.info.tokens, &contents);
             }
         } else {
             cli::IdReader reader(inputs, decoder.model().vocab_size());
             std::vector<std::int32_t> ids;
-            while (reader.next(ids)) {
-                try {
-                    decoder.generate(ids, nullptr, writer);
-                } catch (const UsageError&) {
-                    throw;
-                } catch (const Error& error) {
-                    throw Error(Param{error.param()}, "{}: {}", reader.where(), error.what());
-                }
-            }
+            while (reader.next(ids)) generate(reader.where(), ids, nullptr);
         }
         out.commit();
         if (logprobs_out) logprobs_out->commit();
