@@ -37,14 +37,13 @@ void ProbeSink::consume(std::int64_t h, std::int64_t g, std::int64_t i, const fl
     const AttentionProbe& p = a_.probe;
     const KvHeadView& kv = a_.kv[std::size_t(g)];
     if (p.probs) std::copy(row, row + kv.slots, p.probs + (h * a_.n_new + i) * p.key_stride);
-    if (p.received) {
-        float* target = p.received + g * p.slot_stride;
+    // The mass each slot of KV head g received, summed over queries and the query heads g serves.
+    const auto add_row = [&](float* received) {
+        float* target = received + g * p.slot_stride;
         for (std::int64_t s = 0; s < kv.slots; ++s) target[s] += row[s];
-    }
-    if (p.received_recent && i >= a_.n_new - p.recent_queries) {
-        float* target = p.received_recent + g * p.slot_stride;
-        for (std::int64_t s = 0; s < kv.slots; ++s) target[s] += row[s];
-    }
+    };
+    if (p.received) add_row(p.received);
+    if (p.received_recent && i >= a_.n_new - p.recent_queries) add_row(p.received_recent);
     if (!p.stats) return;
     const std::int64_t t = a_.positions[std::size_t(i)];
     const bool repeat = span_ > 0 && t > span_ && t <= 2 * span_;
