@@ -59,9 +59,12 @@ int thread_count(int option) {
     return 1;
 }
 
-LineReader::LineReader(std::vector<std::string> paths) : paths_(std::move(paths)) {
-    if (paths_.empty()) paths_.push_back("-");
+std::vector<std::string> input_paths(std::vector<std::string> paths) {
+    if (paths.empty()) paths.push_back("-");
+    return paths;
 }
+
+LineReader::LineReader(std::vector<std::string> paths) : paths_(input_paths(std::move(paths))) {}
 
 bool LineReader::next(std::string_view& line) {
     for (;;) {

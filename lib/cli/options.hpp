@@ -37,6 +37,9 @@ std::filesystem::path find_model(const std::string& option);
 // The thread count to use for -t `option`.
 int thread_count(int option);
 
+// The FILE arguments to read: as given, or "-" (stdin) when there are none.
+std::vector<std::string> input_paths(std::vector<std::string> paths);
+
 // Lines from FILE arguments in order ("-" or no argument is stdin).
 class LineReader {
 public:

@@ -91,7 +91,7 @@ void encode_lines(const heads::Tokenizer& tokenizer, const Options& options, std
 // The whole input as one text, newlines kept, to one line.
 void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
     std::string all;
-    for (const auto& file : options.files.empty() ? std::vector<std::string>{"-"} : options.files) {
+    for (const auto& file : heads::cli::input_paths(options.files)) {
         heads::InputStream input(file);
         for (auto chunk = input.next_chunk(); !chunk.empty(); chunk = input.next_chunk()) all += chunk;
     }
@@ -112,7 +112,7 @@ void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std
 void decode_lines(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
     heads::StreamDecoder decoder(tokenizer);
     std::string text;
-    for (const auto& file : options.files.empty() ? std::vector<std::string>{"-"} : options.files) {
+    for (const auto& file : heads::cli::input_paths(options.files)) {
         heads::InputStream input(file);
         heads::IdStreamParser parser;
         const auto on_id = [&](int id) { decoder.push(id, text); };
