@@ -6,13 +6,14 @@
 namespace heads::attention_detail {
 
 void Groups::build(const AttentionArgs& a) {
-    const std::size_t n_kv = a.kv.size();
-    offsets.assign(n_kv + 1, 0);
+    const std::size_t n_kv_heads = a.kv.size();
+    offsets.assign(n_kv_heads + 1, 0);
     for (auto g : a.kv_head_of) {
-        if (g < 0 || std::size_t(g) >= n_kv) throw std::invalid_argument("attention: query head mapped to a missing KV head");
+        if (g < 0 || std::size_t(g) >= n_kv_heads)
+            throw std::invalid_argument("attention: query head mapped to a missing KV head");
         ++offsets[std::size_t(g) + 1];
     }
-    for (std::size_t g = 0; g < n_kv; ++g) offsets[g + 1] += offsets[g];
+    for (std::size_t g = 0; g < n_kv_heads; ++g) offsets[g + 1] += offsets[g];
     heads.resize(a.kv_head_of.size());
     fill.assign(offsets.begin(), offsets.end() - 1);
     for (std::size_t h = 0; h < a.kv_head_of.size(); ++h) heads[std::size_t(fill[std::size_t(a.kv_head_of[h])]++)] = std::int32_t(h);

@@ -79,7 +79,7 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     model->fingerprint_ = model_fingerprint(config_json, *weights);
     const LlamaConfig& c = model->config_;
     const Binder bind(*weights, dir);
-    const std::int64_t d = c.d_model, hd = c.head_dim;
+    const std::int64_t d = c.d_model, head_dim = c.head_dim;
 
     // Every check before any packing: a broken model fails fast.
     model->embedding_ = bind.get("model.embed_tokens.weight", {c.vocab_size, d});
@@ -94,10 +94,10 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
         LayerTensors t{};
         t.attn_norm = &bind.get(p + "input_layernorm.weight", {d});
         if (heads.n_heads() > 0) {
-            t.q = &bind.get(p + "self_attn.q_proj.weight", {heads.n_heads() * hd, d});
-            t.k = &bind.get(p + "self_attn.k_proj.weight", {heads.n_kv_heads() * hd, d});
-            t.v = &bind.get(p + "self_attn.v_proj.weight", {heads.n_kv_heads() * hd, d});
-            t.o = &bind.get(p + "self_attn.o_proj.weight", {d, heads.n_heads() * hd});
+            t.q = &bind.get(p + "self_attn.q_proj.weight", {heads.n_heads() * head_dim, d});
+            t.k = &bind.get(p + "self_attn.k_proj.weight", {heads.n_kv_heads() * head_dim, d});
+            t.v = &bind.get(p + "self_attn.v_proj.weight", {heads.n_kv_heads() * head_dim, d});
+            t.o = &bind.get(p + "self_attn.o_proj.weight", {d, heads.n_heads() * head_dim});
         } else {
             for (const char* name : {"q_proj", "k_proj", "v_proj", "o_proj"}) bind.absent(p + "self_attn." + name + ".weight");
         }
