@@ -49,14 +49,14 @@ int main(int argc, char** argv) {
     std::int64_t prefill = 512, decode = 64;
     cli::add_model_option(app, model_dir);
     cli::add_threads_option(app, threads);
-    app.add_option("--precision", precision)->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    cli::add_precision_option(app, precision);
     app.add_option("--prefill", prefill, "prompt tokens");
     app.add_option("--decode", decode, "generated tokens, one per step");
     app.add_option("--reps", reps, "repetitions (the median is reported)");
     return cli::run(app, argc, argv, [&] {
         Context ctx(cli::thread_count(threads));
         LoadOptions options;
-        options.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        options.precision = precision_named(precision);
         const auto start = Clock::now();
         const auto model = Model::load(ctx, cli::find_model(model_dir), options);
         const double load = seconds_since(start);
@@ -67,8 +67,7 @@ int main(int argc, char** argv) {
         Session session(model, ctx, {prefill + decode});
         std::vector<double> prefill_rates, decode_rates;
         for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up (primitives, pages)
-            session.cache().clear();
-            session.set_next_position(0);
+            session.reset();
             ForwardRequest request;
             request.tokens = prompt;
             auto t0 = Clock::now();

@@ -33,8 +33,10 @@ The pruned-head extension (a contract shared with the engine)
     adds nothing (the residual passes through). Without head_layout, every
     layer has num_attention_heads query heads and num_key_value_heads KV
     heads, and query head h is served by KV head h // (n_heads / n_kv_heads).
-    A head is named everywhere (masks, attention tensors, head tables) by
-    (layer, index of the head within that layer's query_heads), from 0.
+    Masks and attention tensors name a head by (layer, index of the head in
+    the layer), from 0; head tables by (layer, original id), so that the
+    tables of a model and of its pruned copy join. The two agree until a
+    layer is pruned.
 
 Forward (forward())
     ids [T] at positions start_pos .. start_pos+T-1 (or explicit positions).
@@ -253,17 +255,17 @@ def write_bytes(path, blob):
 
 @dataclass
 class LayerHeads:
-    query_heads: list  # original ids of the layer's query heads, in weight-row order
-    kv_heads: list     # original ids of its KV heads
-    kv_head_of: list   # for each query head, an index into kv_heads
+    query_head_ids: list  # original id of each query head, by index in the layer (weight-row order)
+    kv_head_ids: list     # original id of each KV head, by index
+    kv_head_of: list      # for each query head, the index (into kv_head_ids) of the KV head serving it
 
     @property
     def n_heads(self):
-        return len(self.query_heads)
+        return len(self.query_head_ids)
 
     @property
     def n_kv_heads(self):
-        return len(self.kv_heads)
+        return len(self.kv_head_ids)
 
 
 @dataclass
@@ -271,8 +273,8 @@ class Config:
     arch: str
     d_model: int
     n_layers: int
-    n_heads: int          # num_attention_heads (of the unpruned model)
-    n_kv_heads: int       # num_key_value_heads (of the unpruned model)
+    n_heads_unpruned: int     # num_attention_heads; a layer's count is layers[l].n_heads
+    n_kv_heads_unpruned: int  # num_key_value_heads; a layer's is layers[l].n_kv_heads
     head_dim: int
     d_ff: int
     vocab_size: int
@@ -398,7 +400,7 @@ def read_config_dict(cfg):
     layers = (_parse_head_layout(cfg["head_layout"], n_layers, n_heads, n_kv_heads) if pruned
               else [stock_layer_heads(n_heads, n_kv_heads) for _ in range(n_layers)])
     return Config(
-        arch=arch, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+        arch=arch, d_model=d_model, n_layers=n_layers, n_heads_unpruned=n_heads, n_kv_heads_unpruned=n_kv_heads,
         head_dim=head_dim, d_ff=_get_int(cfg, "intermediate_size"), vocab_size=_get_int(cfg, "vocab_size"),
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
         rope_scaling=_parse_rope_scaling(cfg.get("rope_scaling")),
@@ -997,7 +999,7 @@ class HeadStats:
                 for name in self.COLUMNS}
 
     def tsv(self):
-        """The head table: `layer head kv_head entropy sink prev_token induction echo`."""
+        """The head table: `layer head kv_head entropy sink prev_token induction echo`, heads by original id."""
         means = self.means()
         lines = [f"# reference.py head-stats: {self.sequences} sequences, {self.queries} queries, "
                  f"{self.repeats} repeat sequences ({self.repeat_queries} second-copy queries)",
@@ -1005,7 +1007,8 @@ class HeadStats:
         for l, layer in enumerate(self.model.layers):
             for h in range(layer.heads.n_heads):
                 values = "\t".join(f"{means[name][l][h]:.6f}" for name in self.COLUMNS)
-                lines.append(f"{l}\t{h}\t{layer.heads.kv_head_of[h]}\t{values}")
+                heads = layer.heads
+                lines.append(f"{l}\t{heads.query_head_ids[h]}\t{heads.kv_head_ids[heads.kv_head_of[h]]}\t{values}")
         return "\n".join(lines) + "\n"
 
 

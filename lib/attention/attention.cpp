@@ -46,7 +46,7 @@ bool off(const AttentionArgs& a, std::int64_t h) { return !a.head_off.empty() &&
 void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
                 std::int64_t i, float* scores, float* acc) {
     const KvHeadView& kv = a.kv[std::size_t(g)];
-    const std::int64_t base = kv.slots - a.n_new, hd = a.head_dim, slots = kv.slots;
+    const std::int64_t base = kv.slots - a.n_new, head_dim = a.head_dim, slots = kv.slots;
     const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
     const std::int64_t n_group = groups.size(std::size_t(g));
     const float scale = scale_of(a);
@@ -55,12 +55,12 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
             for (std::int64_t hi = 0; hi < n_group; ++hi) scores[hi * slots + s] = kMinusInf;
             continue;
         }
-        const float* k = kv.k + s * hd;
+        const float* k = kv.k + s * head_dim;
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
-            const float* q = a.q + i * a.q_stride + heads[hi] * hd;
+            const float* q = a.q + i * a.q_stride + heads[hi] * head_dim;
             float dot = 0;
 #pragma omp simd reduction(+ : dot)
-            for (std::int64_t d = 0; d < hd; ++d) dot += q[d] * k[d];
+            for (std::int64_t d = 0; d < head_dim; ++d) dot += q[d] * k[d];
             scores[hi * slots + s] = dot * scale;
         }
     }
@@ -84,23 +84,23 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
         if (sink) sink->consume(heads[hi], g, i, row);
     }
     if (!write_output) return;
-    std::fill(acc, acc + n_group * hd, 0.0f);
+    std::fill(acc, acc + n_group * head_dim, 0.0f);
     for (std::int64_t s = 0; s < slots; ++s) {
-        const float* v = kv.v + s * hd;
+        const float* v = kv.v + s * head_dim;
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float p = scores[hi * slots + s];
             if (p == 0) continue;
-            float* o = acc + hi * hd;
+            float* o = acc + hi * head_dim;
 #pragma omp simd
-            for (std::int64_t d = 0; d < hd; ++d) o[d] += p * v[d];
+            for (std::int64_t d = 0; d < head_dim; ++d) o[d] += p * v[d];
         }
     }
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
-        float* out = a.out + i * a.out_stride + heads[hi] * hd;
+        float* out = a.out + i * a.out_stride + heads[hi] * head_dim;
         if (off(a, heads[hi]))
-            std::fill(out, out + hd, 0.0f);
+            std::fill(out, out + head_dim, 0.0f);
         else
-            std::copy(acc + hi * hd, acc + (hi + 1) * hd, out);
+            std::copy(acc + hi * head_dim, acc + (hi + 1) * head_dim, out);
     }
 }
 
@@ -110,11 +110,11 @@ void attend_rows(WorkPool& pool, const AttentionArgs& a, const Groups& groups, A
     for (const auto& kv : a.kv) max_slots = std::max(max_slots, kv.slots);
     const std::int64_t n_group = groups.largest();
     const Scratch scratch = reserve(ws, n_group * (max_slots + a.head_dim), pool.threads());
-    const std::int64_t n_kv = std::int64_t(a.kv.size());
+    const std::int64_t n_kv_heads = std::int64_t(a.kv.size());
     // Received mass is summed per KV head and head statistics per query head
     // over all queries: then one thread owns each KV head (and its query heads).
     const bool by_kv_head = sink && (a.probe.received || a.probe.received_recent || a.probe.stats);
-    const std::int64_t items = by_kv_head ? n_kv : n_kv * a.n_new;
+    const std::int64_t items = by_kv_head ? n_kv_heads : n_kv_heads * a.n_new;
     // Items are taken one at a time: KV heads may hold different numbers of slots (compressed caches).
     pool.run(items, [&](std::int64_t item, int thread) {
         float* scores = scratch.of(thread);
@@ -138,30 +138,33 @@ struct BlockTask {
 
     void run(std::int64_t g, std::int64_t i0, std::int64_t nq, float* scratch) const {
         const KvHeadView& kv = a.kv[std::size_t(g)];
-        const std::int64_t hd = a.head_dim, base = kv.slots - a.n_new;
+        const std::int64_t head_dim = a.head_dim, base = kv.slots - a.n_new;
         const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
         const std::int64_t n_group = groups.size(std::size_t(g)), rows = n_group * nq;
         if (rows == 0) return;
-        float* q = scratch;                          // [rows, hd], row = hi*nq + i
-        float* s = q + kBlockQueries * groups.largest() * hd;   // [rows, kBlockKeys]
-        float* o = s + kBlockQueries * groups.largest() * kBlockKeys;  // [rows, hd]
-        float* m = o + kBlockQueries * groups.largest() * hd;   // [rows]
+        float* q = scratch;                          // [rows, head_dim], row = hi*nq + i
+        float* s = q + kBlockQueries * groups.largest() * head_dim;   // [rows, kBlockKeys]
+        float* o = s + kBlockQueries * groups.largest() * kBlockKeys;  // [rows, head_dim]
+        float* m = o + kBlockQueries * groups.largest() * head_dim;   // [rows]
         float* l = m + kBlockQueries * groups.largest();        // [rows]
         const float scale = scale_of(a);
         for (std::int64_t hi = 0; hi < n_group; ++hi)
             for (std::int64_t i = 0; i < nq; ++i) {
-                const float* from = a.q + (i0 + i) * a.q_stride + heads[hi] * hd;
-                float* to = q + (hi * nq + i) * hd;
-                for (std::int64_t d = 0; d < hd; ++d) to[d] = from[d] * scale;
+                const float* from = a.q + (i0 + i) * a.q_stride + heads[hi] * head_dim;
+                float* to = q + (hi * nq + i) * head_dim;
+                for (std::int64_t d = 0; d < head_dim; ++d) to[d] = from[d] * scale;
             }
-        std::fill(o, o + rows * hd, 0.0f);
+        std::fill(o, o + rows * head_dim, 0.0f);
         std::fill(m, m + rows, kMinusInf);
         std::fill(l, l + rows, 0.0f);
         // Causal without a mask: no query of this block sees a new token after its last one.
         const std::int64_t key_end = a.mask ? kv.slots : base + i0 + nq;
         for (std::int64_t k0 = 0; k0 < key_end; k0 += kBlockKeys) {
             const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
-            gemm(qk, engine, stream, {s, kBlockKeys, q, hd, kv.k + k0 * hd, hd, rows, kn, hd, true, false});
+            // scores = q · kᵀ for this block of keys
+            gemm(qk, engine, stream,
+                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = head_dim, .b = kv.k + k0 * head_dim, .ldb = head_dim,
+                  .m = rows, .n = kn, .k = head_dim, .b_transposed = true, .accumulate = false});
             // Causal without a mask is a limit per row; anything else is checked slot by slot.
             bool simple = !a.mask && a.sliding_window == 0;
             for (std::int64_t c = 0; simple && c < kn; ++c) simple = kv.pos[k0 + c] != -1;
@@ -190,27 +193,30 @@ struct BlockTask {
                 l[r] = l[r] * correction + total;
                 m[r] = top;
                 if (correction != 1.0f) {
-                    float* out = o + r * hd;
-                    for (std::int64_t d = 0; d < hd; ++d) out[d] *= correction;
+                    float* out = o + r * head_dim;
+                    for (std::int64_t d = 0; d < head_dim; ++d) out[d] *= correction;
                 }
             }
-            gemm(pv, engine, stream, {o, hd, s, kBlockKeys, kv.v + k0 * hd, hd, rows, hd, kn, false, true});
+            // out += probabilities · v for this block of keys
+            gemm(pv, engine, stream,
+                 {.c = o, .ldc = head_dim, .a = s, .lda = kBlockKeys, .b = kv.v + k0 * head_dim, .ldb = head_dim,
+                  .m = rows, .n = head_dim, .k = kn, .b_transposed = false, .accumulate = true});
         }
         for (std::int64_t hi = 0; hi < n_group; ++hi)
             for (std::int64_t i = 0; i < nq; ++i) {
                 const std::int64_t r = hi * nq + i;
-                float* out = a.out + (i0 + i) * a.out_stride + heads[hi] * hd;
+                float* out = a.out + (i0 + i) * a.out_stride + heads[hi] * head_dim;
                 const float inverse = l[r] > 0 && !off(a, heads[hi]) ? 1.0f / l[r] : 0.0f;
-                for (std::int64_t d = 0; d < hd; ++d) out[d] = o[r * hd + d] * inverse;
+                for (std::int64_t d = 0; d < head_dim; ++d) out[d] = o[r * head_dim + d] * inverse;
             }
     }
 };
 
 void attend_blocks(Context& ctx, const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws) {
-    const std::int64_t n_group = groups.largest(), hd = a.head_dim;
+    const std::int64_t n_group = groups.largest(), head_dim = a.head_dim;
     const std::int64_t rows = kBlockQueries * n_group;
     const int threads = omp_get_max_threads();
-    const Scratch scratch = reserve(ws, rows * (2 * hd + kBlockKeys + 2), threads);
+    const Scratch scratch = reserve(ws, rows * (2 * head_dim + kBlockKeys + 2), threads);
     const BlockTask task{a, groups, ctx.gemm_primitive(true, false), ctx.gemm_primitive(false, true), ctx.engine(),
                          ctx.stream()};
     const std::int64_t blocks = (a.n_new + kBlockQueries - 1) / kBlockQueries;

@@ -79,7 +79,7 @@ struct AttentionArgs {
     std::int64_t sliding_window = 0;           // 0: none
     std::span<const std::uint8_t> head_off;    // [n_heads] or empty: 1 zeroes that head's output
     float scale = 0;                           // 0: 1/sqrt(head_dim)
-    AttentionProbe probe;
+    AttentionProbe probe{};
 };
 
 

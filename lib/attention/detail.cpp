@@ -6,13 +6,14 @@
 namespace heads::attention_detail {
 
 void Groups::build(const AttentionArgs& a) {
-    const std::size_t n_kv = a.kv.size();
-    offsets.assign(n_kv + 1, 0);
+    const std::size_t n_kv_heads = a.kv.size();
+    offsets.assign(n_kv_heads + 1, 0);
     for (auto g : a.kv_head_of) {
-        if (g < 0 || std::size_t(g) >= n_kv) throw std::invalid_argument("attention: query head mapped to a missing KV head");
+        if (g < 0 || std::size_t(g) >= n_kv_heads)
+            throw std::invalid_argument("attention: query head mapped to a missing KV head");
         ++offsets[std::size_t(g) + 1];
     }
-    for (std::size_t g = 0; g < n_kv; ++g) offsets[g + 1] += offsets[g];
+    for (std::size_t g = 0; g < n_kv_heads; ++g) offsets[g + 1] += offsets[g];
     heads.resize(a.kv_head_of.size());
     fill.assign(offsets.begin(), offsets.end() - 1);
     for (std::size_t h = 0; h < a.kv_head_of.size(); ++h) heads[std::size_t(fill[std::size_t(a.kv_head_of[h])]++)] = std::int32_t(h);
@@ -37,14 +38,13 @@ void ProbeSink::consume(std::int64_t h, std::int64_t g, std::int64_t i, const fl
     const AttentionProbe& p = a_.probe;
     const KvHeadView& kv = a_.kv[std::size_t(g)];
     if (p.probs) std::copy(row, row + kv.slots, p.probs + (h * a_.n_new + i) * p.key_stride);
-    if (p.received) {
-        float* target = p.received + g * p.slot_stride;
+    // The mass each slot of KV head g received, summed over queries and the query heads g serves.
+    const auto add_row = [&](float* received) {
+        float* target = received + g * p.slot_stride;
         for (std::int64_t s = 0; s < kv.slots; ++s) target[s] += row[s];
-    }
-    if (p.received_recent && i >= a_.n_new - p.recent_queries) {
-        float* target = p.received_recent + g * p.slot_stride;
-        for (std::int64_t s = 0; s < kv.slots; ++s) target[s] += row[s];
-    }
+    };
+    if (p.received) add_row(p.received);
+    if (p.received_recent && i >= a_.n_new - p.recent_queries) add_row(p.received_recent);
     if (!p.stats) return;
     const std::int64_t t = a_.positions[std::size_t(i)];
     const bool repeat = span_ > 0 && t > span_ && t <= 2 * span_;

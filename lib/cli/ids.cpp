@@ -1,56 +1,8 @@
 #include "cli/ids.hpp"
 
-#include <charconv>
-
 #include "tensor/error.hpp"
 
 namespace heads::cli {
-
-void throw_bad_id(std::string_view token) {
-    // Show the token readably: control bytes escaped, a long one cut short.
-    constexpr std::size_t kShown = 32;
-    std::string shown;
-    for (const char c : token.substr(0, kShown)) {
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
-            shown += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-        else
-            shown += c;
-    }
-    if (token.size() > kShown) shown += "...";
-    throw Error("bad token id '{}'", shown);
-}
-
-std::int32_t parse_id(std::string_view token) {
-    std::int32_t id = 0;
-    const char* end = token.data() + token.size();
-    // from_chars accepts a leading '-', which an id never has.
-    if (token.empty() || token.size() > kLongestIdToken || token.front() == '-') throw_bad_id(token);
-    const auto [stop, error] = std::from_chars(token.data(), end, id);
-    if (error != std::errc() || stop != end) throw_bad_id(token);
-    return id;
-}
-
-void parse_ids(std::string_view line, std::vector<std::int32_t>& ids) {
-    ids.clear();
-    IdStreamParser parser;
-    const auto push = [&](std::int32_t id) { ids.push_back(id); };
-    parser.feed(line, push, [] { throw Error("a newline inside an id line"); });
-    parser.finish(push);
-}
-
-void append_ids(std::string& out, std::span<const std::int32_t> ids) {
-    char digits[16];
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (i > 0) out += ' ';
-        const auto [end, error] = std::to_chars(digits, digits + sizeof digits, ids[i]);
-        out.append(digits, end);
-    }
-}
-
-void check_id(std::int32_t id, std::int64_t vocab_size) {
-    if (id < 0 || id >= vocab_size)
-        throw Error("token id {} is out of range (vocabulary of {})", id, vocab_size);
-}
 
 IdReader::IdReader(std::vector<std::string> paths, std::int64_t vocab_size)
     : lines_(std::move(paths)), vocab_size_(vocab_size) {}

@@ -22,6 +22,12 @@ CLI::Option* add_output_option(CLI::App& app, std::string& output) {
     return app.add_option("-o,--output", output, "output file (default: stdout)")->type_name("FILE");
 }
 
+CLI::Option* add_precision_option(CLI::App& app, std::string& precision) {
+    return app.add_option("--precision", precision, "weight arithmetic: auto (bf16 for bf16 weights), f32, bf16")
+        ->type_name("P")
+        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+}
+
 std::filesystem::path default_model_path() {
     std::error_code error;
     const auto exe = std::filesystem::read_symlink("/proc/self/exe", error);
@@ -53,9 +59,12 @@ int thread_count(int option) {
     return 1;
 }
 
-LineReader::LineReader(std::vector<std::string> paths) : paths_(std::move(paths)) {
-    if (paths_.empty()) paths_.push_back("-");
+std::vector<std::string> input_paths(std::vector<std::string> paths) {
+    if (paths.empty()) paths.push_back("-");
+    return paths;
 }
+
+LineReader::LineReader(std::vector<std::string> paths) : paths_(input_paths(std::move(paths))) {}
 
 bool LineReader::next(std::string_view& line) {
     for (;;) {

@@ -24,6 +24,9 @@ CLI::Option* add_model_option(CLI::App& app, std::string& model,
 CLI::Option* add_threads_option(CLI::App& app, int& threads);
 // -o, --output FILE ("-" is stdout)
 CLI::Option* add_output_option(CLI::App& app, std::string& output);
+// --precision auto|f32|bf16, the weights' arithmetic (precision_named in
+// model/model.hpp turns the name into a Precision).
+CLI::Option* add_precision_option(CLI::App& app, std::string& precision);
 
 // Where the default model is installed: <dir of the executable>/../share/heads/models/kjv.
 std::filesystem::path default_model_path();
@@ -33,6 +36,9 @@ std::filesystem::path default_model_path();
 std::filesystem::path find_model(const std::string& option);
 // The thread count to use for -t `option`.
 int thread_count(int option);
+
+// The FILE arguments to read: as given, or "-" (stdin) when there are none.
+std::vector<std::string> input_paths(std::vector<std::string> paths);
 
 // Lines from FILE arguments in order ("-" or no argument is stdin).
 class LineReader {

@@ -44,9 +44,15 @@ int close_stdout(const std::string& prog) {
     return 1;
 }
 
+// The message with the tool's flag for the parameter it is about, if any.
+std::string with_flag(const Error& error, const FlagNames& flags) {
+    const auto flag = flags.find(error.param());
+    return flag == flags.end() ? error.what() : fmt::format("{}: {}", flag->second, error.what());
+}
+
 }  // namespace
 
-int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body, const FlagNames& flags,
         const std::function<std::string()>& version_detail) {
     // A closed pipe must show up as EPIPE from write(), not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
@@ -74,7 +80,9 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
         }
         body();
     } catch (const UsageError& error) {
-        return usage_error(app, error.what());
+        return usage_error(app, with_flag(error, flags));
+    } catch (const Error& error) {
+        return runtime_error(prog, with_flag(error, flags).c_str());
     } catch (const std::system_error& error) {
         if (is_closed_pipe(error)) return 0;
         return runtime_error(prog, error.what());

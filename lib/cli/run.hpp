@@ -8,6 +8,7 @@
 //   }
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -21,8 +22,11 @@ namespace heads::cli {
 //   2  bad usage (an option parse error or heads::UsageError):
 //      "PROG: message", the usage line and "Try 'PROG --help'..."
 // A failed write, flush or close of stdout is an error (1), as in BSD cat.
+// A heads::Error about a parameter (Error::param()) named in `flags` is
+// printed "PROG: FLAG: message", FLAG being how this tool spells it.
 // version_detail, when given, adds its line to --version's.
-int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
+using FlagNames = std::map<std::string, std::string, std::less<>>;
+int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body, const FlagNames& flags = {},
         const std::function<std::string()>& version_detail = {});
 
 }  // namespace heads::cli

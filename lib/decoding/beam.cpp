@@ -8,9 +8,10 @@
 namespace heads::decoding {
 
 BeamSearch::BeamSearch(const BeamParams& params) : params_(params), beams_(1) {
-    if (params.beams < 1) throw UsageError("--beams must be at least 1, not {}", params.beams);
+    if (params.beams < 1) throw UsageError(Param{"beams"}, "beam search needs at least 1 beam, not {}", params.beams);
     if (params.n_best < 1 || params.n_best > params.beams)
-        throw UsageError("--n-best must be between 1 and --beams ({}), not {}", params.beams, params.n_best);
+        throw UsageError(Param{"n_best"}, "the hypotheses kept must be between 1 and the beams ({}), not {}",
+                         params.beams, params.n_best);
 }
 
 double BeamSearch::score(double logprob, std::size_t length) const {

@@ -15,7 +15,8 @@ public:
     Beam(Session& session, const sampling::SamplingParams& sampling, const ContextGuard& guard,
          const BeamOptions& options)
         : root_(session), sampler_(sampling), guard_(guard), options_(options) {
-        if (!sampler_.greedy()) throw UsageError("beam search ranks by log-probability: --temp must be 0 with --beams");
+        if (!sampler_.greedy())
+            throw UsageError(Param{"temperature"}, "beam search ranks by log-probability: the temperature must be 0");
     }
 
     std::string name() const override {
@@ -50,7 +51,7 @@ public:
                 work_ = logits_[b];
                 sampler_.process(work_, history_);
                 logprobs_[b].resize(work_.size());
-                sampling::log_softmax(logprobs_[b], work_);
+                log_softmax(logprobs_[b], work_);
             }
             std::vector<std::span<const float>> rows(logprobs_.begin(), logprobs_.end());
             const auto& parents = search.step(rows, [&](int b, std::int32_t token) {

@@ -9,9 +9,10 @@ namespace heads::decoding {
 ContextGuard::ContextGuard(const Model& model, KvPolicy* policy, std::int64_t keep)
     : model_(model), policy_(policy), keep_(keep) {
     if (keep_ >= 0 && keep_ >= model.context_length())
-        throw UsageError("--keep {} must be below the context length ({})", keep_, model.context_length());
+        throw UsageError(Param{"keep"}, "keeping {} positions must leave room below the context length ({})", keep_,
+                         model.context_length());
     if (policy_ && policy_->span() >= model.context_length())
-        throw UsageError("--kv-policy {}: it lets the model see {} positions; the context length is {}",
+        throw UsageError(Param{"kv_policy"}, "{}: it lets the model see {} positions; the context length is {}",
                          policy_->name(), policy_->span(), model.context_length());
 }
 
@@ -24,16 +25,16 @@ void ContextGuard::make_room(Session& session, std::int64_t n) const {
     const std::int64_t length = model_.context_length();
     if (room(session) >= n) return;
     if (keep_ < 0)
-        throw Error(
-            "the context length of {} positions is reached (--keep N drops old positions, --kv-policy "
-            "window:SINK:RECENT "
-            "slides over them)",
-            length);
+        throw Error(Param{"context_shift"},
+                    "the context length of {} positions is reached (keeping the first positions and dropping half "
+                    "the rest, or a sliding window, goes on past it)",
+                    length);
     // llama.cpp's context shift: drop half of what follows the kept start.
     const std::int64_t next = session.next_position();
     const std::int64_t discard = (next - keep_) / 2;
     if (discard < 1 || length - (next - discard) < n)
-        throw Error("the context length of {} positions is reached and --keep {} leaves no room", length, keep_);
+        throw Error(Param{"keep"}, "the context length of {} positions is reached and keeping {} leaves no room",
+                    length, keep_);
     KvCache& cache = session.cache();
     std::vector<std::int64_t> slots;
     for (std::int64_t l = 0; l < cache.n_layers(); ++l)

@@ -32,9 +32,12 @@ public:
           top_k_(top_k),
           d_model_(session.model().config().d_model) {
         if (!sampler_.greedy())
-            throw UsageError("contrastive search is deterministic: --temp must be 0 with --penalty-alpha");
-        if (top_k_ < 1) throw UsageError("contrastive search needs --top-k K (the candidates per step, e.g. 4)");
-        if (!(alpha_ >= 0 && alpha_ <= 1)) throw UsageError("--penalty-alpha must be in [0, 1], not {}", alpha_);
+            throw UsageError(Param{"temperature"}, "contrastive search is deterministic: the temperature must be 0");
+        if (top_k_ < 1)
+            throw UsageError(Param{"top_k"}, "contrastive search needs top-k candidates per step (e.g. 4), not {}",
+                             top_k_);
+        if (!(alpha_ >= 0 && alpha_ <= 1))
+            throw UsageError(Param{"penalty_alpha"}, "the degeneration penalty must be in [0, 1], not {}", alpha_);
     }
 
     std::string name() const override {
@@ -67,7 +70,7 @@ public:
             work_ = logits_;
             sampler_.process(work_, gen.history());
             probs_.resize(vocab);
-            sampling::softmax(probs_, work_);
+            softmax(probs_, work_);
             candidates_.resize(vocab);
             std::iota(candidates_.begin(), candidates_.end(), 0);
             std::partial_sort(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(k), candidates_.end(),

@@ -1,43 +1,40 @@
 #include "decoding/decoder.hpp"
 
 #include <chrono>
-#include <fstream>
-#include <iterator>
 
 #include <fmt/format.h>
 
 #include "decoding/speculative.hpp"
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace heads::decoding {
 namespace {
 
-std::string file_bytes(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // A draft model must read and write the same ids as the target.
 void check_same_tokenizer(const Model& target, const Model& draft) {
     const auto where = draft.dir().string();
     if (draft.vocab_size() != target.vocab_size())
-        throw Error("--draft {}: a vocabulary of {} tokens, the model has {}: the draft must share its tokenizer",
-                    where, draft.vocab_size(), target.vocab_size());
+        throw Error(Param{"draft"},
+                    "{}: a vocabulary of {} tokens, the model has {}: the draft must share its tokenizer", where,
+                    draft.vocab_size(), target.vocab_size());
     const auto a = target.dir() / "tokenizer.model", b = draft.dir() / "tokenizer.model";
     const bool has_a = std::filesystem::exists(a), has_b = std::filesystem::exists(b);
     if (has_a != has_b)
-        throw Error("--draft {}: only one of the two models has a tokenizer.model: the draft must share the tokenizer",
+        throw Error(Param{"draft"},
+                    "{}: only one of the two models has a tokenizer.model: the draft must share the "
+                    "tokenizer",
                     where);
-    if (!has_a || file_bytes(a) == file_bytes(b)) return;
+    if (!has_a || read_file(a) == read_file(b)) return;
     // Different files may still hold the same vocabulary.
     const Tokenizer ta(a), tb(b);
     for (int id = 0; id < ta.vocab_size(); ++id)
         if (ta.piece(id) != tb.piece(id))
-            throw Error("--draft {}: its tokenizer differs from the model's (token {} is '{}', not '{}')", where, id,
-                        tb.piece(id), ta.piece(id));
+            throw Error(Param{"draft"}, "{}: its tokenizer differs from the model's (token {} is '{}', not '{}')",
+                        where, id, tb.piece(id), ta.piece(id));
 }
 
 int strategies_chosen(const DecodeOptions& o) {
@@ -50,10 +47,12 @@ int strategies_chosen(const DecodeOptions& o) {
 Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const DecodeOptions& options)
     : options_(options) {
     if (strategies_chosen(options) > 1)
-        throw UsageError(
-            "choose one strategy: --beams, --penalty-alpha, --draft, --prompt-lookup, --lookahead or --contrast-heads");
+        throw UsageError(Param{"strategy"},
+                         "one strategy at a time: beam search, contrastive search, a draft model, "
+                         "prompt lookup, lookahead or contrast heads");
     if (!options.lookahead.empty() && options.lookahead.size() != 3)
-        throw UsageError("--lookahead takes W,N,G (e.g. 5,4,5)");
+        throw UsageError(Param{"lookahead"}, "lookahead takes three numbers W,N,G (e.g. 5,4,5), not {}",
+                         options.lookahead.size());
     LoadOptions load;
     load.precision = options.precision;
     model_ = Model::load(ctx, model_dir, load);
@@ -61,7 +60,8 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
     if (options_.limits.eos < 0) options_.limits.eos = config.eos_token_id;
     for (const auto& [token, bias] : options.sampling.logit_bias)
         if (token >= model_->vocab_size())
-            throw UsageError("--logit-bias: token {} is out of range (vocabulary of {})", token, model_->vocab_size());
+            throw UsageError(Param{"logit_bias"}, "token {} is out of range (vocabulary of {})", token,
+                             model_->vocab_size());
 
     policy_ = make_kv_policy(options.kv_policy);
     guard_ = std::make_unique<ContextGuard>(*model_, policy_.get(), options.keep);
@@ -90,16 +90,14 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         const auto& l = options.lookahead;
         strategy_ = make_speculative(*session_, s, *guard_, make_lookahead_drafter(l[0], l[1], l[2]));
     } else if (!options.contrast_heads.empty()) {
-        const HeadTable table = read_head_table(options.contrast_heads);
-        if (!table.model.empty() && table.model != model_->fingerprint())
-            throw Error("--contrast-heads {}: the head table is from model {}, not from this model ({})",
-                        options.contrast_heads.string(), table.model, model_->fingerprint());
-        if (options.contrast_top < 1) throw UsageError("--top must be at least 1, not {}", options.contrast_top);
+        if (options.contrast_top < 1)
+            throw UsageError(Param{"contrast_top"}, "the number of contrast heads must be at least 1, not {}",
+                             options.contrast_top);
+        const HeadTable table = read_head_table(options.contrast_heads, model_->fingerprint());
+        // The contrast model: the user's mask and the table's top heads.
+        HeadMask mask = session_->head_mask();
+        merge_head_masks(mask, top_heads_mask(config, table, options.contrast_by, options.contrast_top));
         masked_ = std::make_unique<Session>(model_, ctx);
-        auto mask = session_->head_mask();
-        const auto contrast = head_mask(config, table.top(options.contrast_by, std::size_t(options.contrast_top)));
-        for (std::size_t l = 0; l < mask.size(); ++l)
-            for (std::size_t h = 0; h < mask[l].size(); ++h) mask[l][h] |= contrast[l][h];
         masked_->set_head_mask(std::move(mask));
         strategy_ = make_plain(*session_, s, *guard_, masked_.get(), options.contrast);
     } else {

@@ -12,7 +12,7 @@ namespace heads::decoding {
 
 Logprobs make_logprobs(std::span<const float> logits, std::int32_t token, int k, std::vector<float>& scratch) {
     scratch.resize(logits.size());
-    sampling::log_softmax(scratch, logits);
+    log_softmax(scratch, logits);
     Logprobs out;
     out.chosen = scratch[std::size_t(token)];
     std::vector<std::int32_t> ids(logits.size());

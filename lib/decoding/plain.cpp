@@ -55,7 +55,7 @@ private:
 
     std::span<const float> contrast(std::span<const float> full, std::span<const float> masked) {
         probs_.resize(full.size());
-        sampling::softmax(probs_, full);
+        softmax(probs_, full);
         const double a = contrast_.alpha * sampling::entropy(probs_) / std::log(double(full.size()));
         contrasted_.resize(full.size());
         const float floor = contrast_.cutoff * *std::max_element(probs_.begin(), probs_.end());

@@ -64,7 +64,7 @@ public:
                     }
                 if (accepted < 0) {
                     // Nothing (more) accepted: one token from what is left of p.
-                    pending = sampler_.greedy() ? sampling::argmax(p_) : sampling::draw(p_, gen.rng().uniform());
+                    pending = sampler_.greedy() ? argmax(p_) : sampling::draw(p_, gen.rng().uniform());
                     gen.emit(pending, row);
                     break;
                 }
@@ -101,8 +101,10 @@ public:
     ModelDrafter(Session& draft, const sampling::SamplingParams& sampling, const ContextGuard& guard, int max_tokens,
                  float p_min)
         : draft_(draft), sampler_(sampling), guard_(guard), max_tokens_(max_tokens), p_min_(p_min) {
-        if (max_tokens_ < 1) throw UsageError("--draft-max must be at least 1, not {}", max_tokens_);
-        if (!(p_min_ >= 0 && p_min_ <= 1)) throw UsageError("--draft-p-min must be in [0, 1], not {}", p_min_);
+        if (max_tokens_ < 1)
+            throw UsageError(Param{"draft_max"}, "a draft must be at least 1 token long, not {}", max_tokens_);
+        if (!(p_min_ >= 0 && p_min_ <= 1))
+            throw UsageError(Param{"draft_p_min"}, "the draft's probability floor must be in [0, 1], not {}", p_min_);
     }
 
     std::string name() const override {
@@ -136,7 +138,7 @@ public:
             const std::span<float> q(q_.data() + std::size_t(i + 1) * vocab, vocab);
             sampler_.distribution(q, work_, history_);
             if (p_min_ > 0 && *std::max_element(q.begin(), q.end()) < p_min_) break;
-            const std::int32_t x = sampler_.greedy() ? sampling::argmax(q) : sampling::draw(q, rng.uniform());
+            const std::int32_t x = sampler_.greedy() ? argmax(q) : sampling::draw(q, rng.uniform());
             at = tree.add(at, x, true);  // a chain: node i + 1
             history_.push_back(x);
             drafted_ = x;
@@ -175,9 +177,12 @@ class LookupDrafter final : public Drafter {
 public:
     LookupDrafter(int max_tokens, int ngram_min, int ngram_max)
         : max_tokens_(max_tokens), ngram_min_(ngram_min), ngram_max_(ngram_max) {
-        if (max_tokens_ < 1) throw UsageError("--prompt-lookup must be at least 1, not {}", max_tokens_);
+        if (max_tokens_ < 1)
+            throw UsageError(Param{"prompt_lookup"}, "a lookup draft must be at least 1 token long, not {}",
+                             max_tokens_);
         if (ngram_min_ < 1 || ngram_max_ < ngram_min_)
-            throw UsageError("--lookup-ngram MIN,MAX needs 1 <= MIN <= MAX, not {},{}", ngram_min_, ngram_max_);
+            throw UsageError(Param{"lookup_ngram"}, "n-gram sizes MIN,MAX need 1 <= MIN <= MAX, not {},{}", ngram_min_,
+                             ngram_max_);
     }
     std::string name() const override {
         return fmt::format("prompt lookup (up to {} tokens, n-grams {} to {})", max_tokens_, ngram_min_, ngram_max_);
@@ -198,7 +203,8 @@ public:
     LookaheadDrafter(int window, int ngram, int candidates)
         : w_(window), n_(ngram), g_(candidates), pool_(ngram, candidates) {
         if (w_ < 1 || n_ < 2 || g_ < 1)
-            throw UsageError("--lookahead W,N,G needs W >= 1, N >= 2 and G >= 1, not {},{},{}", w_, n_, g_);
+            throw UsageError(Param{"lookahead"}, "lookahead W,N,G needs W >= 1, N >= 2 and G >= 1, not {},{},{}", w_,
+                             n_, g_);
         levels_.assign(std::size_t(n_ - 1), std::vector<std::int32_t>(std::size_t(w_), 0));
         rows_ = levels_;
     }
@@ -238,7 +244,7 @@ public:
         // Column i of the deepest level predicts position root + i + N - 1.
         predictions_.resize(std::size_t(w_));
         for (std::size_t i = 0; i < std::size_t(w_); ++i)
-            predictions_[i] = sampling::argmax(logits.subspan(std::size_t(rows_.back()[i]) * vocab, vocab));
+            predictions_[i] = argmax(logits.subspan(std::size_t(rows_.back()[i]) * vocab, vocab));
         // Each column read along its levels, then its prediction, is an n-gram.
         gram_.resize(std::size_t(n_ - 1));
         for (std::size_t i = 0; i < std::size_t(w_); ++i) {

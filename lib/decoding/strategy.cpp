@@ -11,7 +11,7 @@ std::int64_t prime_session(Session& session, std::span<const std::int32_t> promp
     if (prompt.empty()) throw Error("an empty prompt: decode needs at least one token (tokenize adds BOS)");
     if (frame) {
         if (hidden) throw UsageError("contrastive search needs the prompt's hidden states: give ids, not a KV frame");
-        session.load_cache(*frame, "--kv");
+        session.load_cache(*frame, "the prompt's KV frame");
         // The last token runs again (a frame keeps no logits): drop its position.
         session.truncate(session.next_position() - 1);
         guard.after_step(session, 0);

@@ -13,11 +13,11 @@ TokenWriter::TokenWriter(std::FILE* out, const Tokenizer* tokenizer, bool text, 
                          LogprobsWriter* logprobs)
     : out_(out), tokenizer_(tokenizer), text_mode_(text), stops_(std::move(stops)), logprobs_(logprobs) {
     for (const auto& stop : stops_) {
-        if (stop.empty()) throw UsageError("--stop: an empty stop string");
+        if (stop.empty()) throw UsageError(Param{"stop"}, "an empty stop string");
         longest_stop_ = std::max(longest_stop_, stop.size());
     }
     if ((text_mode_ || !stops_.empty()) && !tokenizer_)
-        throw Error("--text and --stop need the model's tokenizer.model");
+        throw Error(Param{"text_or_stop"}, "text and stop strings need the model's tokenizer.model");
     if (tokenizer_) decoder_ = std::make_unique<StreamDecoder>(*tokenizer_);
 }
 

@@ -8,6 +8,7 @@
 
 #include "kv/kv_frame.hpp"
 #include "safetensors/keys.hpp"
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -29,12 +30,10 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
     while (start <= spec.size()) {
         const std::size_t comma = std::min(spec.find(',', start), spec.size());
         const std::string_view item = spec.substr(start, comma - start);
-        std::int64_t layer = -1;
-        const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), layer);
-        if (item.empty() || error != std::errc() || end != item.data() + item.size() || layer < 0)
-            throw Error("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
-        if (layer >= n_layers) throw Error("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
-        layers.push_back(layer);
+        const auto layer = parse_count(item);
+        if (!layer) throw Error("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
+        if (*layer >= n_layers) throw Error("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
+        layers.push_back(*layer);
         start = comma + 1;
     }
     return layers;
@@ -43,9 +42,11 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
     for (auto l : request.hidden_layers)
         if (l < 0 || l >= config.n_layers)
-            throw Error("--hidden {}: hidden states are numbered by layer, 0 to {}", l, config.n_layers - 1);
+            throw Error(Param{"hidden_layers"}, "{}: hidden states are numbered by layer, 0 to {}", l,
+                        config.n_layers - 1);
     for (auto l : request.attention_layers)
-        if (l < 0 || l >= config.n_layers) throw Error("--attention {}: layers are numbered 0 to {}", l, config.n_layers - 1);
+        if (l < 0 || l >= config.n_layers)
+            throw Error(Param{"attention_layers"}, "{}: layers are numbered 0 to {}", l, config.n_layers - 1);
 }
 
 Metadata frame_metadata(std::string_view kind, const Model& model, std::span<const std::int32_t> tokens) {
@@ -60,8 +61,7 @@ std::vector<Frame> sequence_frames(Session& session, std::span<const std::int32_
     const Model& model = session.model();
     const LlamaConfig& c = model.config();
     const std::int64_t n = std::int64_t(tokens.size());
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();
 
     ForwardProbes probes;
     probes.hidden_layers = request.hidden_layers;

@@ -17,8 +17,6 @@
 namespace heads {
 namespace {
 
-constexpr std::string_view kLogprobsKind = "logprobs";
-
 // Mean and standard error of the mean from running sums.
 struct Moments {
     double sum = 0, sum_squares = 0;
@@ -36,8 +34,6 @@ struct Moments {
     }
 };
 
-std::int64_t argmax(const float* row, std::int64_t n) { return std::max_element(row, row + n) - row; }
-
 // The base run's saved log-probabilities, checked against this run.
 struct Base {
     Frame frame;
@@ -49,11 +45,11 @@ Base open_base(const std::filesystem::path& path, const Model& model, std::int64
     base.frame = read_frame_file(path);
     const std::string where = path.string();
     const auto kind = base.frame.metadata.find(keys::kind);
-    if (kind == base.frame.metadata.end() || kind->second != kLogprobsKind)
+    if (kind == base.frame.metadata.end() || kind->second != kinds::logprobs)
         throw Error("{}: not a file of log-probabilities written by infer --ppl --save-logits", where);
     const Tensor& log_probs = base.frame.at("log_probs");
     const Tensor& saved_targets = base.frame.at("targets");
-    const auto saved_ctx = base.frame.metadata.find("heads.ctx");
+    const auto saved_ctx = base.frame.metadata.find(keys::ctx);
     if (saved_ctx == base.frame.metadata.end() || saved_ctx->second != std::to_string(ctx))
         throw Error("{}: the base was scored with ctx {}, this run uses {}", where,
                     saved_ctx == base.frame.metadata.end() ? "?" : saved_ctx->second, ctx);
@@ -75,9 +71,11 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     const std::int64_t vocab = model.vocab_size();
     const std::int64_t ctx = options.ctx > 0 ? options.ctx : model.context_length();
     const std::int64_t windows = std::int64_t(tokens.size()) / ctx;
-    if (ctx < 4) throw Error("--ctx {} is too small to score (at least 4)", ctx);
+    if (ctx < 4) throw Error(Param{"ctx"}, "a window of {} tokens is too small to score (at least 4)", ctx);
     if (windows < 2)
-        throw Error("{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a smaller --ctx",
+        throw Error(Param{"ctx"},
+                    "{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a "
+                    "smaller window",
                     tokens.size(), ctx);
     const std::int64_t first = ctx / 2, per_window = ctx - 1 - first;
 
@@ -92,9 +90,9 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     if (!options.save_logits.empty()) {
         saved.emplace(options.save_logits);
         Metadata metadata;
-        metadata[std::string(keys::kind)] = std::string(kLogprobsKind);
+        metadata[std::string(keys::kind)] = std::string(kinds::logprobs);
         metadata[std::string(keys::model)] = model.fingerprint();
-        metadata["heads.ctx"] = std::to_string(ctx);
+        metadata[std::string(keys::ctx)] = std::to_string(ctx);
         const std::int64_t count = std::int64_t(targets.size());
         writer.emplace(saved->get(), std::vector<TensorSpec>{{"targets", DType::I32, {count}}, {"log_probs", DType::F32, {count, vocab}}},
                        metadata);
@@ -108,8 +106,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     for (std::int64_t w = 0; w < windows; ++w) {
         std::copy(tokens.begin() + w * ctx, tokens.begin() + (w + 1) * ctx, window.begin());
         window[0] = model.config().bos_token_id;
-        session.cache().clear();
-        session.set_next_position(0);
+        session.reset();
         ForwardRequest request;
         request.tokens = window;
         request.logits = LogitRows::all;
@@ -117,8 +114,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
         const ForwardResult result = session.forward(request);
         for (std::int64_t j = 0; j < per_window; ++j) {
             const std::size_t index = std::size_t(w * per_window + j);
-            std::copy_n(result.logits.data() + j * vocab, vocab, row.data());
-            log_softmax(row.data(), vocab);
+            log_softmax(row, result.logits.subspan(std::size_t(j * vocab), std::size_t(vocab)));
             nll.add(-double(row[std::size_t(targets[index])]));
             if (writer) writer->write(std::span<const float>(row));
             if (base) {
@@ -128,7 +124,7 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
                 divergence = std::max(divergence, 0.0);
                 kl.add(divergence);
                 kl_result.max = std::max(kl_result.max, divergence);
-                if (argmax(b, vocab) == argmax(row.data(), vocab)) ++kl_result.same_top;
+                if (argmax({b, std::size_t(vocab)}) == argmax(row)) ++kl_result.same_top;
                 base_nll.add(-double(b[targets[index]]));
             }
         }

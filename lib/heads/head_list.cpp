@@ -1,27 +1,20 @@
 #include "heads/head_list.hpp"
 
-#include <charconv>
-#include <fstream>
-#include <sstream>
+#include <algorithm>
 
+#include "io/number.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
 namespace {
 
-bool parse_number(std::string_view text, std::int64_t& value) {
-    if (text.empty() || text.front() == '-' || text.front() == '+') return false;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    return error == std::errc() && end == text.data() + text.size();
-}
-
 HeadRef parse_head(std::string_view item) {
     const auto dot = item.find('.');
-    HeadRef ref;
-    if (dot == std::string_view::npos || !parse_number(item.substr(0, dot), ref.layer) ||
-        !parse_number(item.substr(dot + 1), ref.head))
-        throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
-    return ref;
+    const auto layer = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(0, dot));
+    const auto head = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(dot + 1));
+    if (!layer || !head) throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
+    return {*layer, *head};
 }
 
 }  // namespace
@@ -29,13 +22,15 @@ HeadRef parse_head(std::string_view item) {
 std::vector<HeadRef> parse_head_list(std::string_view spec) {
     std::string text(spec);
     if (!spec.empty() && spec.front() == '@') {
-        const std::string path(spec.substr(1));
-        std::ifstream in(path);
-        if (!in) throw Error("{}: cannot read the list of heads", path);
-        std::ostringstream content;
-        std::string line;
-        while (std::getline(in, line)) content << line.substr(0, line.find('#')) << '\n';
-        text = content.str();
+        const std::string content = read_file(std::string(spec.substr(1)), "the list of heads");
+        text.clear();
+        for (std::size_t start = 0; start < content.size();) {  // each line up to its '#'
+            const std::size_t end = std::min(content.find('\n', start), content.size());
+            const std::string_view line(content.data() + start, end - start);
+            text.append(line.substr(0, line.find('#')));
+            text += '\n';
+            start = end + 1;
+        }
     }
     std::vector<HeadRef> heads;
     std::string item;
@@ -50,8 +45,8 @@ std::vector<HeadRef> parse_head_list(std::string_view spec) {
     return heads;
 }
 
-std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads) {
-    std::vector<std::vector<std::uint8_t>> off;
+HeadMask head_mask(const LlamaConfig& config, const std::vector<HeadRef>& heads) {
+    HeadMask off;
     for (const auto& layer : config.layers) off.emplace_back(std::size_t(layer.n_heads()), 0);
     for (const auto& ref : heads) {
         if (ref.layer >= config.n_layers)
@@ -61,6 +56,17 @@ std::vector<std::vector<std::uint8_t>> head_mask(const LlamaConfig& config, cons
         off[std::size_t(ref.layer)][std::size_t(ref.head)] = 1;
     }
     return off;
+}
+
+void merge_head_masks(HeadMask& mask, const HeadMask& more) {
+    if (mask.size() != more.size())
+        throw Error("head masks of {} and {} layers cannot be merged", mask.size(), more.size());
+    for (std::size_t l = 0; l < mask.size(); ++l) {
+        if (mask[l].size() != more[l].size())
+            throw Error("head masks with {} and {} heads in layer {} cannot be merged", mask[l].size(), more[l].size(),
+                        l);
+        for (std::size_t h = 0; h < mask[l].size(); ++h) mask[l][h] |= more[l][h];
+    }
 }
 
 }  // namespace heads

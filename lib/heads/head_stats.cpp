@@ -11,8 +11,7 @@ HeadStats::HeadStats(const LlamaConfig& config) {
 }
 
 void HeadStats::add_sequence(Session& session, std::span<const std::int32_t> tokens) {
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();
     ForwardProbes probes;
     probes.stats = &sums_;
     probes.tokens = tokens;
@@ -45,7 +44,8 @@ HeadTable HeadStats::table(const Model& model) const {
     for (std::int64_t l = 0; l < c.n_layers; ++l)
         for (std::size_t h = 0; h < sums_[std::size_t(l)].size(); ++h) {
             const HeadStatSums& s = sums_[std::size_t(l)][h];
-            table.rows.push_back({l, std::int64_t(h), c.layers[std::size_t(l)].kv_head_of[h],
+            const LayerHeads& heads = c.layers[std::size_t(l)];
+            table.rows.push_back({l, heads.query_head_ids[h], heads.kv_head_ids[std::size_t(heads.kv_head_of[h])],
                                   {mean(s.entropy, s.queries), mean(s.sink, s.queries), mean(s.prev_token, s.prev_queries),
                                    mean(s.induction, s.repeat_queries), mean(s.echo, s.repeat_queries)}});
         }

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "io/number.hpp"
 #include "io/output.hpp"
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -36,7 +38,7 @@ std::size_t HeadTable::column(const std::string& name) const {
     throw Error("the head table has no column '{}' (it has {})", name, there);
 }
 
-std::vector<HeadRef> HeadTable::top(const std::string& name, std::size_t k) const {
+std::vector<const HeadTable::Row*> HeadTable::top(const std::string& name, std::size_t k) const {
     const std::size_t c = column(name);
     const auto value = [&](const Row& row) { return std::isnan(row.values[c]) ? -INFINITY : row.values[c]; };
     std::vector<const Row*> order;
@@ -46,9 +48,8 @@ std::vector<HeadRef> HeadTable::top(const std::string& name, std::size_t k) cons
         if (a->layer != b->layer) return a->layer < b->layer;
         return a->head < b->head;
     });
-    std::vector<HeadRef> out;
-    for (std::size_t i = 0; i < std::min(k, order.size()); ++i) out.push_back({order[i]->layer, order[i]->head});
-    return out;
+    order.resize(std::min(k, order.size()));
+    return order;
 }
 
 void write_head_table(std::FILE* out, const HeadTable& table) {
@@ -76,13 +77,14 @@ void write_head_table(std::FILE* out, const HeadTable& table) {
 }
 
 HeadTable read_head_table(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    if (!in) throw Error("{}: cannot read the head table", path.string());
+    const std::string text = read_file(path, "the head table");
     HeadTable table;
-    std::string line;
     std::size_t number = 0;
     bool header = false;
-    while (std::getline(in, line)) {
+    for (std::size_t start = 0; start < text.size();) {
+        const std::size_t end = std::min(text.find('\n', start), text.size());
+        const std::string line = text.substr(start, end - start);
+        start = end + 1;
         ++number;
         const std::string where = fmt::format("{}:{}", path.string(), number);
         if (line.empty()) continue;
@@ -106,12 +108,10 @@ HeadTable read_head_table(const std::filesystem::path& path) {
             throw Error("{}: {} fields, the header has {}", where, fields.size(), table.columns.size() + 3);
         HeadTable::Row row;
         for (int i = 0; i < 3; ++i) {
-            std::int64_t value = 0;
             const auto& f = fields[std::size_t(i)];
-            const auto [end, error] = std::from_chars(f.data(), f.data() + f.size(), value);
-            if (error != std::errc() || end != f.data() + f.size() || value < 0)
-                throw Error("{}: '{}' is not a layer/head number", where, f);
-            (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = value;
+            const auto value = parse_count(f);
+            if (!value) throw Error("{}: '{}' is not a layer/head number", where, f);
+            (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = *value;
         }
         for (std::size_t i = 3; i < fields.size(); ++i) {
             const auto& f = fields[i];
@@ -129,6 +129,31 @@ HeadTable read_head_table(const std::filesystem::path& path) {
     }
     if (!header) throw Error("{}: no header line (layer, head, kv_head, ...)", path.string());
     return table;
+}
+
+HeadTable read_head_table(const std::filesystem::path& path, const std::string& fingerprint) {
+    HeadTable table = read_head_table(path);
+    if (!table.model.empty() && table.model != fingerprint)
+        throw Error("{}: the head table is from model {}, not from this model ({})", path.string(), table.model,
+                    fingerprint);
+    return table;
+}
+
+HeadMask top_heads_mask(const LlamaConfig& config, const HeadTable& table, const std::string& column, std::int64_t k) {
+    if (k < 1) throw Error("the number of top heads must be at least 1, not {}", k);
+    std::vector<HeadRef> heads;
+    for (const HeadTable::Row* row : table.top(column, std::size_t(k))) {
+        if (row->layer >= config.n_layers)
+            throw Error("the head table's head {}.{} does not exist (the model has layers 0 to {})", row->layer,
+                        row->head, config.n_layers - 1);
+        const auto& ids = config.layers[std::size_t(row->layer)].query_head_ids;
+        const auto found = std::find(ids.begin(), ids.end(), row->head);
+        if (found == ids.end())
+            throw Error("the head table's head {}.{} is not in the model (layer {} keeps {} heads: {})", row->layer,
+                        row->head, row->layer, ids.size(), fmt::join(ids, ", "));
+        heads.push_back({row->layer, found - ids.begin()});
+    }
+    return head_mask(config, heads);
 }
 
 }  // namespace heads

@@ -8,10 +8,10 @@
 
 namespace heads {
 
-KvCache::KvCache(std::vector<std::int64_t> kv_heads, std::int64_t head_dim, std::int64_t capacity)
-    : kv_heads_(std::move(kv_heads)), head_dim_(head_dim) {
+KvCache::KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity)
+    : kv_head_counts_(std::move(kv_head_counts)), head_dim_(head_dim) {
     std::int64_t total = 0;
-    for (auto n : kv_heads_) {
+    for (auto n : kv_head_counts_) {
         offsets_.push_back(total);
         total += n;
     }
@@ -77,32 +77,20 @@ void KvCache::keep(std::int64_t layer, std::int64_t g, std::span<const std::int6
     // In place when the kept slots ascend (the usual case); else through a copy.
     const bool ascending = std::is_sorted(slots.begin(), slots.end()) &&
                            std::adjacent_find(slots.begin(), slots.end()) == slots.end();
+    const auto kept = std::int64_t(slots.size());
     if (!ascending) {
-        std::vector<float> order;
         KvCache one({1}, head_dim_);
+        one.reserve(0, 0, kept);
+        one.track_received(track_received_);
         KvHead& copy = one.head(0, 0);
-        one.reserve(0, 0, std::int64_t(slots.size()));
-        for (std::size_t i = 0; i < slots.size(); ++i) {
-            std::memcpy(copy.k.data() + i * head_dim_, h.k.data() + slots[i] * head_dim_, sizeof(float) * head_dim_);
-            std::memcpy(copy.v.data() + i * head_dim_, h.v.data() + slots[i] * head_dim_, sizeof(float) * head_dim_);
-            copy.pos.data()[i] = h.pos.data()[slots[i]];
-            if (track_received_) order.push_back(h.received.data()[slots[i]]);
-        }
-        if (track_received_) std::copy(order.begin(), order.end(), h.received.data());
-        std::memcpy(h.k.data(), copy.k.data(), sizeof(float) * slots.size() * head_dim_);
-        std::memcpy(h.v.data(), copy.v.data(), sizeof(float) * slots.size() * head_dim_);
-        std::memcpy(h.pos.data(), copy.pos.data(), sizeof(std::int32_t) * slots.size());
-        h.slots = std::int64_t(slots.size());
+        for (std::int64_t i = 0; i < kept; ++i) move_slots(copy, i, h, slots[std::size_t(i)], 1);
+        move_slots(h, 0, copy, 0, kept);
+        h.slots = kept;
         return;
     }
     std::int64_t to = 0;
     for (auto from : slots) {
-        if (from != to) {
-            std::memmove(h.k.data() + to * head_dim_, h.k.data() + from * head_dim_, sizeof(float) * head_dim_);
-            std::memmove(h.v.data() + to * head_dim_, h.v.data() + from * head_dim_, sizeof(float) * head_dim_);
-            h.pos.data()[to] = h.pos.data()[from];
-            if (track_received_) h.received.data()[to] = h.received.data()[from];
-        }
+        if (from != to) move_slots(h, to, h, from, 1);
         ++to;
     }
     h.slots = to;
@@ -114,16 +102,38 @@ void KvCache::truncate(std::int64_t n) {
         for (std::int64_t s = 0; s < h.slots; ++s) {
             const std::int32_t position = h.pos.data()[s];
             if (position >= n) continue;  // negative positions (unused, synthetic) stay
-            if (s != to) {
-                std::memmove(h.k.data() + to * head_dim_, h.k.data() + s * head_dim_, sizeof(float) * head_dim_);
-                std::memmove(h.v.data() + to * head_dim_, h.v.data() + s * head_dim_, sizeof(float) * head_dim_);
-                h.pos.data()[to] = position;
-                if (track_received_) h.received.data()[to] = h.received.data()[s];
-            }
+            if (s != to) move_slots(h, to, h, s, 1);
             ++to;
         }
         h.slots = to;
     }
+}
+
+void KvCache::append(std::int64_t layer, std::int64_t g, const float* k, const float* v, std::int64_t row_stride,
+                     std::span<const std::int32_t> positions) {
+    const auto n = std::int64_t(positions.size());
+    reserve(layer, g, head(layer, g).slots + n);
+    KvHead& h = head(layer, g);
+    const std::size_t row_bytes = sizeof(float) * std::size_t(head_dim_);
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::memcpy(h.k.data() + (h.slots + i) * head_dim_, k + i * row_stride, row_bytes);
+        std::memcpy(h.v.data() + (h.slots + i) * head_dim_, v + i * row_stride, row_bytes);
+    }
+    std::copy(positions.begin(), positions.end(), h.pos.data() + h.slots);
+    if (track_received_) std::fill(h.received.data() + h.slots, h.received.data() + h.slots + n, 0.0f);
+    h.slots += n;
+}
+
+void KvCache::move_slots(KvHead& to, std::int64_t to_slot, const KvHead& from, std::int64_t from_slot,
+                         std::int64_t count) const {
+    if (count <= 0) return;
+    const std::size_t n = std::size_t(count), floats = n * std::size_t(head_dim_);
+    // memmove: within one head the ranges may overlap.
+    std::memmove(to.k.data() + to_slot * head_dim_, from.k.data() + from_slot * head_dim_, sizeof(float) * floats);
+    std::memmove(to.v.data() + to_slot * head_dim_, from.v.data() + from_slot * head_dim_, sizeof(float) * floats);
+    std::memmove(to.pos.data() + to_slot, from.pos.data() + from_slot, sizeof(std::int32_t) * n);
+    if (track_received_)
+        std::memmove(to.received.data() + to_slot, from.received.data() + from_slot, sizeof(float) * n);
 }
 
 void KvCache::clear() {
@@ -131,7 +141,7 @@ void KvCache::clear() {
 }
 
 void KvCache::copy_from(const KvCache& other) {
-    if (other.kv_heads_ != kv_heads_ || other.head_dim_ != head_dim_)
+    if (other.kv_head_counts_ != kv_head_counts_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
     if (other.track_received_ != track_received_) track_received(other.track_received_);
     for (std::int64_t l = 0; l < n_layers(); ++l)
@@ -139,10 +149,7 @@ void KvCache::copy_from(const KvCache& other) {
             const KvHead& from = other.head(l, g);
             reserve(l, g, from.slots);
             KvHead& to = head(l, g);
-            std::memcpy(to.k.data(), from.k.data(), sizeof(float) * from.slots * head_dim_);
-            std::memcpy(to.v.data(), from.v.data(), sizeof(float) * from.slots * head_dim_);
-            std::memcpy(to.pos.data(), from.pos.data(), sizeof(std::int32_t) * from.slots);
-            if (track_received_) std::memcpy(to.received.data(), from.received.data(), sizeof(float) * from.slots);
+            move_slots(to, 0, from, 0, from.slots);
             to.slots = from.slots;
         }
 }

@@ -28,14 +28,14 @@ struct KvHead {
 class KvCache {
 public:
     KvCache() = default;
-    // kv_heads[l]: KV heads of layer l (0 for a layer without attention).
-    KvCache(std::vector<std::int64_t> kv_heads, std::int64_t head_dim, std::int64_t capacity = 0);
+    // kv_head_counts[l]: how many KV heads layer l has (0 for a layer without attention).
+    KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity = 0);
     KvCache(KvCache&&) = default;
     KvCache& operator=(KvCache&&) = default;
 
-    std::int64_t n_layers() const { return std::int64_t(kv_heads_.size()); }
-    std::int64_t n_kv_heads(std::int64_t layer) const { return kv_heads_[std::size_t(layer)]; }
-    const std::vector<std::int64_t>& kv_heads() const { return kv_heads_; }
+    std::int64_t n_layers() const { return std::int64_t(kv_head_counts_.size()); }
+    std::int64_t n_kv_heads(std::int64_t layer) const { return kv_head_counts_[std::size_t(layer)]; }
+    const std::vector<std::int64_t>& kv_head_counts() const { return kv_head_counts_; }
     std::int64_t head_dim() const { return head_dim_; }
 
     KvHead& head(std::int64_t layer, std::int64_t g) { return heads_[index(layer, g)]; }
@@ -58,6 +58,11 @@ public:
     // Room for `slots` slots in one head.
     void reserve(std::int64_t layer, std::int64_t g, std::int64_t slots);
 
+    // Appends positions.size() slots to one head: slot i gets the key at
+    // k + i·row_stride, the value at v + i·row_stride (head_dim floats each)
+    // and positions[i], with no received mass yet. Grows storage if needed.
+    void append(std::int64_t layer, std::int64_t g, const float* k, const float* v, std::int64_t row_stride,
+                std::span<const std::int32_t> positions);
     // Drops every slot at position >= n (synthetic slots stay): rollback of
     // rejected draft tokens, in any head, whatever a policy kept.
     void truncate(std::int64_t n);
@@ -70,11 +75,16 @@ public:
     void copy_from(const KvCache& other);
 
 private:
+    // Copies `count` slots (key, value, position and, when tracked, received
+    // mass) of `from` from from_slot on into `to` at to_slot: every move of
+    // slots goes through here. Within one head, to_slot <= from_slot.
+    void move_slots(KvHead& to, std::int64_t to_slot, const KvHead& from, std::int64_t from_slot,
+                    std::int64_t count) const;
     std::size_t index(std::int64_t layer, std::int64_t g) const {
         return std::size_t(offsets_[std::size_t(layer)] + g);
     }
 
-    std::vector<std::int64_t> kv_heads_;
+    std::vector<std::int64_t> kv_head_counts_;
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
     bool track_received_ = false;

@@ -43,6 +43,9 @@ struct KvFrameContents {
     std::vector<Tensor> received_recent;
 };
 
+// The policy a KV frame says made it (heads.policy; "full" when it says none).
+std::string kv_frame_policy(const Frame& frame);
+
 // Checks the frame's kind, tensors, shapes and dtypes; throws heads::Error
 // "WHERE: what is wrong".
 KvFrameContents kv_from_frame(const Frame& frame, const std::string& where);

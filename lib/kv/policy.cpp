@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -21,7 +22,8 @@ public:
     // key [head_dim], RoPE applied at some position p: becomes the key at p + delta.
     void rotate(float* key, std::int32_t delta) {
         rope_tables(cos_.data(), sin_.data(), {&delta, 1}, inv_freq_);
-        rope_apply({key, 1, rope_.head_dim, 1, rope_.head_dim, cos_.data(), sin_.data()});
+        rope_apply({.x = key, .rows = 1, .row_stride = rope_.head_dim, .n_heads = 1, .head_dim = rope_.head_dim,
+                    .cos = cos_.data(), .sin = sin_.data()});
     }
 
 private:
@@ -80,12 +82,10 @@ private:
     std::vector<std::int64_t> keep_;
 };
 
-std::int64_t parse_count(std::string_view text, std::string_view what) {
-    std::int64_t value = -1;
-    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (error != std::errc() || end != text.data() + text.size() || value < 0)
-        throw Error("KV cache policy window: bad {} '{}' (a count >= 0)", what, text);
-    return value;
+std::int64_t window_count(std::string_view text, std::string_view what) {
+    const auto value = parse_count(text);
+    if (!value) throw Error("KV cache policy window: bad {} '{}' (a count >= 0)", what, text);
+    return *value;
 }
 
 }  // namespace
@@ -97,8 +97,8 @@ std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name) {
         const auto colon = args.find(':');
         if (colon == std::string_view::npos)
             throw Error("KV cache policy '{}': window takes SINK:RECENT (e.g. window:4:252)", name);
-        const std::int64_t sink = parse_count(args.substr(0, colon), "sink count");
-        const std::int64_t recent = parse_count(args.substr(colon + 1), "recent count");
+        const std::int64_t sink = window_count(args.substr(0, colon), "sink count");
+        const std::int64_t recent = window_count(args.substr(colon + 1), "recent count");
         if (recent < 1) throw Error("KV cache policy '{}': the recent window must hold at least 1 position", name);
         return std::make_unique<WindowPolicy>(sink, recent);
     }

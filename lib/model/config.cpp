@@ -1,12 +1,11 @@
 #include "model/config.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -101,17 +100,17 @@ std::vector<LayerHeads> layout_of(const Json& layout, const LlamaConfig& c, cons
         const std::string at = fmt::format("{}: head_layout layer {}", where, l);
         if (!layers[l].is_object()) throw Error("{}: must be an object", at);
         LayerHeads heads;
-        heads.query_heads = id_list(layers[l], at, "query_heads", c.n_heads);
-        heads.kv_heads = id_list(layers[l], at, "kv_heads", c.n_kv_heads);
+        heads.query_head_ids = id_list(layers[l], at, "query_heads", c.n_heads_unpruned);
+        heads.kv_head_ids = id_list(layers[l], at, "kv_heads", c.n_kv_heads_unpruned);
         heads.kv_head_of = id_list(layers[l], at, "kv_head_of", std::max<std::int64_t>(heads.n_kv_heads(), 1));
-        if (heads.kv_head_of.size() != heads.query_heads.size())
+        if (heads.kv_head_of.size() != heads.query_head_ids.size())
             throw Error("{}: kv_head_of has {} entries for {} query heads", at, heads.kv_head_of.size(),
-                        heads.query_heads.size());
-        if (std::set(heads.query_heads.begin(), heads.query_heads.end()).size() != heads.query_heads.size())
+                        heads.query_head_ids.size());
+        if (std::set(heads.query_head_ids.begin(), heads.query_head_ids.end()).size() != heads.query_head_ids.size())
             throw Error("{}: a query head is listed twice", at);
-        if (std::set(heads.kv_heads.begin(), heads.kv_heads.end()).size() != heads.kv_heads.size())
+        if (std::set(heads.kv_head_ids.begin(), heads.kv_head_ids.end()).size() != heads.kv_head_ids.size())
             throw Error("{}: a KV head is listed twice", at);
-        if (std::set(heads.kv_head_of.begin(), heads.kv_head_of.end()).size() != heads.kv_heads.size())
+        if (std::set(heads.kv_head_of.begin(), heads.kv_head_of.end()).size() != heads.kv_head_ids.size())
             throw Error("{}: every KV head must serve at least one query head", at);
         out.push_back(std::move(heads));
     }
@@ -120,12 +119,12 @@ std::vector<LayerHeads> layout_of(const Json& layout, const LlamaConfig& c, cons
 
 std::vector<LayerHeads> full_layout(const LlamaConfig& c) {
     LayerHeads heads;
-    const std::int64_t group = c.n_heads / c.n_kv_heads;
-    for (std::int64_t h = 0; h < c.n_heads; ++h) {
-        heads.query_heads.push_back(std::int32_t(h));
+    const std::int64_t group = c.n_heads_unpruned / c.n_kv_heads_unpruned;
+    for (std::int64_t h = 0; h < c.n_heads_unpruned; ++h) {
+        heads.query_head_ids.push_back(std::int32_t(h));
         heads.kv_head_of.push_back(std::int32_t(h / group));
     }
-    for (std::int64_t g = 0; g < c.n_kv_heads; ++g) heads.kv_heads.push_back(std::int32_t(g));
+    for (std::int64_t g = 0; g < c.n_kv_heads_unpruned; ++g) heads.kv_head_ids.push_back(std::int32_t(g));
     return std::vector<LayerHeads>(std::size_t(c.n_layers), heads);
 }
 
@@ -169,18 +168,19 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     c.architecture = architecture_of(config, where);
     c.d_model = integer(config, "hidden_size", where);
     c.n_layers = integer(config, "num_hidden_layers", where);
-    c.n_heads = integer(config, "num_attention_heads", where);
-    c.n_kv_heads = integer_or(config, "num_key_value_heads", c.n_heads, where);
+    c.n_heads_unpruned = integer(config, "num_attention_heads", where);
+    c.n_kv_heads_unpruned = integer_or(config, "num_key_value_heads", c.n_heads_unpruned, where);
     c.d_ff = integer(config, "intermediate_size", where);
     c.vocab_size = integer(config, "vocab_size", where);
     const bool mistral = c.architecture == "MistralForCausalLM";
     c.max_seq_len = integer_or(config, "max_position_embeddings", mistral ? 131072 : 2048, where);
-    if (c.n_heads % c.n_kv_heads != 0)
-        throw Error("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.n_heads,
-                    c.n_kv_heads);
-    if (c.d_model % c.n_heads != 0 && !(config.contains("head_dim") && !config["head_dim"].is_null()))
-        throw Error("{}: hidden_size {} is not a multiple of num_attention_heads {}", where, c.d_model, c.n_heads);
-    c.head_dim = integer_or(config, "head_dim", c.d_model / c.n_heads, where);
+    if (c.n_heads_unpruned % c.n_kv_heads_unpruned != 0)
+        throw Error("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.n_heads_unpruned,
+                    c.n_kv_heads_unpruned);
+    if (c.d_model % c.n_heads_unpruned != 0 && !(config.contains("head_dim") && !config["head_dim"].is_null()))
+        throw Error("{}: hidden_size {} is not a multiple of num_attention_heads {}", where, c.d_model,
+                    c.n_heads_unpruned);
+    c.head_dim = integer_or(config, "head_dim", c.d_model / c.n_heads_unpruned, where);
     if (c.head_dim % 2 != 0) throw Error("{}: head_dim {} is odd; rotary embedding needs pairs", where, c.head_dim);
     c.rms_norm_eps = number_or(config, "rms_norm_eps", 1e-6, where);
     c.rope = {c.head_dim, number_or(config, "rope_theta", 10000.0, where), c.max_seq_len, rope_scaling_of(config, where)};
@@ -207,17 +207,14 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
 
 LlamaConfig read_config(const std::filesystem::path& model_dir) {
     const auto path = model_dir / "config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("{}: cannot read the model's config.json", path.string());
-    std::ostringstream text;
-    text << in.rdbuf();
-    return parse_config(text.str(), path.string());
+    return parse_config(read_file(path, "the model's config.json"), path.string());
 }
 
 std::string head_layout_json(const std::vector<LayerHeads>& layers) {
     Json list = Json::array();
     for (const auto& layer : layers)
-        list.push_back({{"query_heads", layer.query_heads}, {"kv_heads", layer.kv_heads}, {"kv_head_of", layer.kv_head_of}});
+        list.push_back(
+            {{"query_heads", layer.query_head_ids}, {"kv_heads", layer.kv_head_ids}, {"kv_head_of", layer.kv_head_of}});
     return Json{{"layers", list}}.dump();
 }
 

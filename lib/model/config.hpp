@@ -13,21 +13,24 @@
 
 namespace heads {
 
-// The attention heads one layer keeps. Head ids are those of the unpruned model.
+// The attention heads one layer keeps. A head has two names: its original
+// id (in the unpruned model: what head tables and prune-heads speak of) and
+// its index in the layer (the row block of its weights, its place in masks,
+// attention tensors and the KV cache); they are equal until a layer is pruned.
 struct LayerHeads {
-    std::vector<std::int32_t> query_heads;  // [n_heads_l] original query head ids
-    std::vector<std::int32_t> kv_heads;     // [n_kv_heads_l] original KV head ids
-    std::vector<std::int32_t> kv_head_of;   // [n_heads_l] index into kv_heads
-    std::int64_t n_heads() const { return std::int64_t(query_heads.size()); }
-    std::int64_t n_kv_heads() const { return std::int64_t(kv_heads.size()); }
+    std::vector<std::int32_t> query_head_ids;  // [n_heads_l] original id of each query head, by index
+    std::vector<std::int32_t> kv_head_ids;     // [n_kv_heads_l] original id of each KV head, by index
+    std::vector<std::int32_t> kv_head_of;      // [n_heads_l] index (into kv_head_ids) of the KV head serving each
+    std::int64_t n_heads() const { return std::int64_t(query_head_ids.size()); }
+    std::int64_t n_kv_heads() const { return std::int64_t(kv_head_ids.size()); }
 };
 
 struct LlamaConfig {
     std::string architecture;       // "LlamaForCausalLM" or "MistralForCausalLM"
     std::int64_t d_model = 0;
     std::int64_t n_layers = 0;
-    std::int64_t n_heads = 0;       // of the unpruned model
-    std::int64_t n_kv_heads = 0;    // of the unpruned model
+    std::int64_t n_heads_unpruned = 0;     // num_attention_heads; a layer's count is layers[l].n_heads()
+    std::int64_t n_kv_heads_unpruned = 0;  // num_key_value_heads; a layer's is layers[l].n_kv_heads()
     std::int64_t head_dim = 0;
     std::int64_t d_ff = 0;
     std::int64_t vocab_size = 0;

@@ -6,11 +6,20 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.hpp"
 #include "model/weight_cache.hpp"
 #include "model/weights.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
+
+Precision precision_named(std::string_view name) {
+    if (name == "auto") return Precision::automatic;
+    if (name == "f32") return Precision::f32;
+    if (name == "bf16") return Precision::bf16;
+    throw Error("unknown precision '{}' (heads knows: auto, f32, bf16)", name);
+}
+
 namespace {
 
 // Looks tensors up by name and checks them against what the config implies.
@@ -63,14 +72,14 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     auto model = std::shared_ptr<Model>(new Model());
     if (!std::filesystem::exists(dir / "config.json"))
         throw Error("{}: not a model directory (no config.json)", dir.string());
-    const std::string config_json = read_text_file(dir / "config.json");
+    const std::string config_json = read_file(dir / "config.json", "the model's config.json");
     model->config_ = parse_config(config_json, (dir / "config.json").string());
     model->dir_ = dir;
     auto weights = std::make_shared<WeightFiles>(WeightFiles::open(dir));
     model->fingerprint_ = model_fingerprint(config_json, *weights);
     const LlamaConfig& c = model->config_;
     const Binder bind(*weights, dir);
-    const std::int64_t d = c.d_model, hd = c.head_dim;
+    const std::int64_t d = c.d_model, head_dim = c.head_dim;
 
     // Every check before any packing: a broken model fails fast.
     model->embedding_ = bind.get("model.embed_tokens.weight", {c.vocab_size, d});
@@ -85,10 +94,10 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
         LayerTensors t{};
         t.attn_norm = &bind.get(p + "input_layernorm.weight", {d});
         if (heads.n_heads() > 0) {
-            t.q = &bind.get(p + "self_attn.q_proj.weight", {heads.n_heads() * hd, d});
-            t.k = &bind.get(p + "self_attn.k_proj.weight", {heads.n_kv_heads() * hd, d});
-            t.v = &bind.get(p + "self_attn.v_proj.weight", {heads.n_kv_heads() * hd, d});
-            t.o = &bind.get(p + "self_attn.o_proj.weight", {d, heads.n_heads() * hd});
+            t.q = &bind.get(p + "self_attn.q_proj.weight", {heads.n_heads() * head_dim, d});
+            t.k = &bind.get(p + "self_attn.k_proj.weight", {heads.n_kv_heads() * head_dim, d});
+            t.v = &bind.get(p + "self_attn.v_proj.weight", {heads.n_kv_heads() * head_dim, d});
+            t.o = &bind.get(p + "self_attn.o_proj.weight", {d, heads.n_heads() * head_dim});
         } else {
             for (const char* name : {"q_proj", "k_proj", "v_proj", "o_proj"}) bind.absent(p + "self_attn." + name + ".weight");
         }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "model/config.hpp"
@@ -21,6 +22,8 @@ namespace heads {
 // in registers, else f32: ops/matmul.hpp); or auto: bf16 when the model's
 // matrices are stored in bf16, else f32.
 enum class Precision { automatic, f32, bf16 };
+// "auto", "f32" or "bf16"; throws heads::Error for another name.
+Precision precision_named(std::string_view name);
 
 struct LoadOptions {
     Precision precision = Precision::automatic;

@@ -11,15 +11,23 @@
 namespace heads {
 namespace {
 
-std::vector<std::int64_t> kv_heads_of(const LlamaConfig& c) {
+std::vector<std::int64_t> kv_head_counts(const LlamaConfig& c) {
     std::vector<std::int64_t> kv;
     for (const auto& layer : c.layers) kv.push_back(layer.n_kv_heads());
     return kv;
 }
 
-std::int64_t qkv_width(const LayerHeads& heads, std::int64_t head_dim) {
-    return (heads.n_heads() + 2 * heads.n_kv_heads()) * head_dim;
-}
+// One row of the fused QKV projection (LayerWeights::qkv), head_dim floats per head:
+//   [ q_0 ... q_{n_heads_l - 1} | k_0 ... k_{n_kv_heads_l - 1} | v_0 ... v_{n_kv_heads_l - 1} ]
+struct QkvLayout {
+    std::int64_t n_heads, n_kv_heads, head_dim;  // of one layer
+    QkvLayout(const LayerHeads& heads, std::int64_t head_dim)
+        : n_heads(heads.n_heads()), n_kv_heads(heads.n_kv_heads()), head_dim(head_dim) {}
+    std::int64_t width() const { return (n_heads + 2 * n_kv_heads) * head_dim; }
+    std::int64_t q(std::int64_t h) const { return h * head_dim; }                   // query head h
+    std::int64_t k(std::int64_t g) const { return (n_heads + g) * head_dim; }        // key of KV head g
+    std::int64_t v(std::int64_t g) const { return (n_heads + n_kv_heads + g) * head_dim; }  // its value
+};
 
 void zero_rows(float* data, std::int64_t from, std::int64_t to, std::int64_t width) {
     if (to > from) std::memset(data + from * width, 0, sizeof(float) * std::size_t((to - from) * width));
@@ -35,7 +43,7 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
     : model_(std::move(model)), ctx_(ctx) {
     const LlamaConfig& c = model_->config();
     const std::int64_t capacity = options.capacity > 0 ? options.capacity : std::min<std::int64_t>(c.max_seq_len, 4096);
-    cache_ = KvCache(kv_heads_of(c), c.head_dim, capacity);
+    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity);
     for (const auto& layer : c.layers) head_off_.emplace_back(std::size_t(layer.n_heads()), 0);
     inv_freq_.resize(std::size_t(c.head_dim / 2));
 }
@@ -45,7 +53,7 @@ void Session::reserve(std::int64_t n, LogitRows logits) {
     const std::size_t rows = std::size_t(padded_rows(n)), d = std::size_t(c.d_model);
     std::int64_t widest_qkv = 0, widest_attn = 0;
     for (const auto& heads : c.layers) {
-        widest_qkv = std::max(widest_qkv, qkv_width(heads, c.head_dim));
+        widest_qkv = std::max(widest_qkv, QkvLayout(heads, c.head_dim).width());
         widest_attn = std::max(widest_attn, heads.n_heads() * c.head_dim);
     }
     x_.reserve(rows * d);
@@ -113,31 +121,37 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         if (probes && contains(probes->hidden_layers, index)) probes->hidden[index].assign(from, from + n * d);
     };
 
+    const float eps = float(c.rms_norm_eps);
     for (std::int64_t l = 0; l < c.n_layers; ++l) {
         const LayerWeights& w = model_->layer(l);
-        rms_norm({xn_.data(), x, w.attn_norm.data(), n, d, float(c.rms_norm_eps)});
+        // x = x + attention(rms_norm(x, attn_norm))         (reference.py forward)
+        rms_norm({.y = xn_.data(), .x = x, .weight = w.attn_norm.data(), .rows = n, .d_model = d, .eps = eps});
         if (c.layers[std::size_t(l)].n_heads() > 0) attention_layer(l, n, position_span, request.mask, probes);
-        rms_norm({xn_.data(), x, w.ffn_norm.data(), n, d, float(c.rms_norm_eps)});
-        matmul(ctx_, {gate_up_.data(), xn_.data(), n}, w.gate_up);
+        // h = rms_norm(x, mlp_norm)
+        rms_norm({.y = xn_.data(), .x = x, .weight = w.ffn_norm.data(), .rows = n, .d_model = d, .eps = eps});
+        // x = x + w_down(silu(w_gate(h)) * w_up(h)), gate and up in one matmul
+        matmul(ctx_, {.y = gate_up_.data(), .x = xn_.data(), .rows = n}, w.gate_up);
         swiglu(ffn_.data(), gate_up_.data(), n, c.d_ff);
-        matmul(ctx_, {x, ffn_.data(), n, true}, w.down);
+        matmul(ctx_, {.y = x, .x = ffn_.data(), .rows = n, .accumulate = true}, w.down);
         keep_hidden(l, x);
     }
 
     ForwardResult result;
     const bool all_rows = request.final_hidden || request.logits == LogitRows::all;
-    const float eps = float(c.rms_norm_eps);
+    // logits = lm_head(rms_norm(x, final_norm)), of the rows asked for
+    const float* final_norm = model_->final_norm().data();
     if (all_rows)
-        rms_norm({xn_.data(), x, model_->final_norm().data(), n, d, eps});
+        rms_norm({.y = xn_.data(), .x = x, .weight = final_norm, .rows = n, .d_model = d, .eps = eps});
     else if (request.logits == LogitRows::last)
-        rms_norm({xn_.data(), x + (n - 1) * d, model_->final_norm().data(), 1, d, eps});
+        rms_norm({.y = xn_.data(), .x = x + (n - 1) * d, .weight = final_norm, .rows = 1, .d_model = d, .eps = eps});
     if (request.final_hidden) result.hidden = {xn_.data(), std::size_t(n * d)};
     if (request.logits == LogitRows::all) {
         const std::int64_t from = std::clamp<std::int64_t>(request.logits_from, 0, n - 1);
-        matmul(ctx_, {logits_.data(), xn_.data() + from * d, n - from}, model_->lm_head());
+        matmul(ctx_, {.y = logits_.data(), .x = xn_.data() + from * d, .rows = n - from}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t((n - from) * c.vocab_size)};
     } else if (request.logits == LogitRows::last) {
-        matmul(ctx_, {logits_.data(), xn_.data() + (all_rows ? (n - 1) * d : 0), 1}, model_->lm_head());
+        const float* last = xn_.data() + (all_rows ? (n - 1) * d : 0);
+        matmul(ctx_, {.y = logits_.data(), .x = last, .rows = 1}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t(c.vocab_size)};
     }
     last_rows_ = n;
@@ -150,54 +164,59 @@ void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const st
     const LlamaConfig& c = model_->config();
     const LayerHeads& heads = c.layers[std::size_t(l)];
     const LayerWeights& w = model_->layer(l);
-    const std::int64_t hd = c.head_dim, nh = heads.n_heads(), nkv = heads.n_kv_heads();
-    const std::int64_t width = qkv_width(heads, hd);
-    float* qkv = qkv_.data();
-    matmul(ctx_, {qkv, xn_.data(), n}, w.qkv);
-    rope_apply({qkv, n, width, nh, hd, cos_.data(), sin_.data()});
-    rope_apply({qkv + nh * hd, n, width, nkv, hd, cos_.data(), sin_.data()});
+    const std::int64_t head_dim = c.head_dim;
+    const QkvLayout row(heads, head_dim);
+    float* qkv = qkv_.data();  // [n, row.width()]
 
+    // q, k, v = wq(x), wk(x), wv(x), in one matmul       (reference.py _attention)
+    matmul(ctx_, {.y = qkv, .x = xn_.data(), .rows = n}, w.qkv);
+    // q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    rope_apply({.x = qkv + row.q(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_heads,
+                .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
+    rope_apply({.x = qkv + row.k(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_kv_heads,
+                .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
+    // The new keys and values join the cache: the keys attention sees are past + new.
     views_.clear();
-    for (std::int64_t g = 0; g < nkv; ++g) {
-        KvHead& head = cache_.head(l, g);
-        const std::int64_t base = head.slots;
-        for (std::int64_t i = 0; i < n; ++i) {
-            const float* row = qkv + i * width;
-            std::memcpy(head.k.data() + (base + i) * hd, row + (nh + g) * hd, sizeof(float) * std::size_t(hd));
-            std::memcpy(head.v.data() + (base + i) * hd, row + (nh + nkv + g) * hd, sizeof(float) * std::size_t(hd));
-            head.pos.data()[base + i] = positions[std::size_t(i)];
-        }
-        if (cache_.tracks_received()) std::fill(head.received.data() + base, head.received.data() + base + n, 0.0f);
-        head.slots += n;
+    for (std::int64_t g = 0; g < row.n_kv_heads; ++g) {
+        cache_.append(l, g, qkv + row.k(g), qkv + row.v(g), row.width(), positions);
         views_.push_back(cache_.view(l, g));
     }
 
-    AttentionArgs args;
-    args.out = attn_.data();
-    args.out_stride = nh * hd;
-    args.q = qkv;
-    args.q_stride = width;
-    args.n_new = n;
-    args.head_dim = hd;
-    args.kv_head_of = heads.kv_head_of;
-    args.kv = views_;
-    args.positions = positions;
-    args.mask = mask.empty() ? nullptr : mask.data();
-    args.sliding_window = c.sliding_window;
-    args.head_off = head_off_[std::size_t(l)];
+    // heads_out = softmax(q·kᵀ/sqrt(head_dim) + mask)·v per query head, masked heads zeroed
+    AttentionArgs args{.out = attn_.data(),
+                       .out_stride = row.n_heads * head_dim,
+                       .q = qkv + row.q(0),
+                       .q_stride = row.width(),
+                       .n_new = n,
+                       .head_dim = head_dim,
+                       .kv_head_of = heads.kv_head_of,
+                       .kv = views_,
+                       .positions = positions,
+                       .mask = mask.empty() ? nullptr : mask.data(),
+                       .sliding_window = c.sliding_window,
+                       .head_off = head_off_[std::size_t(l)]};
+    wire_probe(l, n, probes, args.probe);
+    attention(ctx_, attention_ws_, args);
+    if (cache_.tracks_received()) add_received(l, args.probe);
+    // x = x + wo(heads_out): the residual add
+    matmul(ctx_, {.y = x_.data(), .x = attn_.data(), .rows = n, .accumulate = true}, w.o);
+}
+
+void Session::wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, AttentionProbe& probe) {
+    const LayerHeads& heads = model_->config().layers[std::size_t(l)];
+    const std::int64_t n_heads = heads.n_heads(), n_kv_heads = heads.n_kv_heads();
+    const std::int64_t key_slots = cache_.max_slots(l);
     if (probes) {
-        const std::int64_t key_slots = cache_.max_slots(l);
         probes->key_slots[std::size_t(l)] = key_slots;
-        AttentionProbe& probe = args.probe;
         if (contains(probes->attention_layers, l)) {
             auto& probs = probes->attention[l];
-            probs.assign(std::size_t(nh * n * key_slots), 0.0f);
+            probs.assign(std::size_t(n_heads * n * key_slots), 0.0f);
             probe.probs = probs.data();
             probe.key_stride = key_slots;
         }
         if (probes->received) {
-            probes->received_all[std::size_t(l)].assign(std::size_t(nkv * key_slots), 0.0f);
-            probes->received_recent[std::size_t(l)].assign(std::size_t(nkv * key_slots), 0.0f);
+            probes->received_all[std::size_t(l)].assign(std::size_t(n_kv_heads * key_slots), 0.0f);
+            probes->received_recent[std::size_t(l)].assign(std::size_t(n_kv_heads * key_slots), 0.0f);
             probe.received = probes->received_all[std::size_t(l)].data();
             probe.received_recent = probes->received_recent[std::size_t(l)].data();
             probe.slot_stride = key_slots;
@@ -205,28 +224,25 @@ void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const st
         }
         if (probes->stats) {
             auto& sums = (*probes->stats)[std::size_t(l)];
-            sums.resize(std::size_t(nh));
+            sums.resize(std::size_t(n_heads));
             probe.stats = sums.data();
             probe.tokens = probes->tokens;
         }
     }
-    const bool track = cache_.tracks_received() && !args.probe.received;
-    if (track) {  // the step's received mass, added to each slot's running total
-        const std::int64_t key_slots = cache_.max_slots(l);
-        received_.reserve(std::size_t(nkv * key_slots));
-        std::fill(received_.data(), received_.data() + nkv * key_slots, 0.0f);
-        args.probe.received = received_.data();
-        args.probe.slot_stride = key_slots;
+    if (cache_.tracks_received() && !probe.received) {  // the step's mass, for add_received
+        received_.reserve(std::size_t(n_kv_heads * key_slots));
+        std::fill(received_.data(), received_.data() + n_kv_heads * key_slots, 0.0f);
+        probe.received = received_.data();
+        probe.slot_stride = key_slots;
     }
-    attention(ctx_, attention_ws_, args);
-    if (cache_.tracks_received()) {
-        const float* mass = args.probe.received;
-        for (std::int64_t g = 0; g < nkv; ++g) {
-            KvHead& head = cache_.head(l, g);
-            for (std::int64_t s = 0; s < head.slots; ++s) head.received.data()[s] += mass[g * args.probe.slot_stride + s];
-        }
+}
+
+void Session::add_received(std::int64_t l, const AttentionProbe& probe) {
+    for (std::int64_t g = 0; g < cache_.n_kv_heads(l); ++g) {
+        KvHead& head = cache_.head(l, g);
+        const float* mass = probe.received + g * probe.slot_stride;
+        for (std::int64_t s = 0; s < head.slots; ++s) head.received.data()[s] += mass[s];
     }
-    matmul(ctx_, {x_.data(), attn_.data(), n, true}, w.o);
 }
 
 void Session::load_cache(const KvFrameContents& frame, const std::string& where) {
@@ -234,13 +250,19 @@ void Session::load_cache(const KvFrameContents& frame, const std::string& where)
     if (frame.info.model != model_->fingerprint())
         throw Error("{}: the KV frame is from model {}, not from this model ({}, {})", where, frame.info.model,
                     model_->fingerprint(), model_->dir().string());
-    if (frame.cache.kv_heads() != cache_.kv_heads())
+    if (frame.cache.kv_head_counts() != cache_.kv_head_counts())
         throw Error("{}: the KV frame's KV heads per layer differ from the model's", where);
     if (frame.cache.head_dim() != c.head_dim && frame.cache.total_slots() > 0)
         throw Error("{}: the KV frame has head_dim {}, the model {}", where, frame.cache.head_dim(), c.head_dim);
     cache_.copy_from(frame.cache);
     const std::int64_t top = cache_.max_position() + 1;
     next_position_ = std::max<std::int64_t>(std::int64_t(frame.info.tokens.size()), top);
+    last_rows_ = 0;
+}
+
+void Session::reset() {
+    cache_.clear();
+    next_position_ = 0;
     last_rows_ = 0;
 }
 

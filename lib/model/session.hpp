@@ -77,6 +77,10 @@ public:
     // position forwarded (or loaded, or kept by truncate/keep_rows).
     std::int64_t next_position() const { return next_position_; }
 
+    // Starts a new sequence: an empty cache, the next token at position 0
+    // (the head mask stays).
+    void reset();
+
     KvCache& cache() { return cache_; }
     const KvCache& cache() const { return cache_; }
     // After changing the cache from outside (loading, a policy), sets where the sequence continues.
@@ -107,6 +111,11 @@ private:
     void reserve(std::int64_t n, LogitRows logits);
     void attention_layer(std::int64_t l, std::int64_t n, std::span<const std::int32_t> positions,
                          std::span<const std::uint8_t> mask, ForwardProbes* probes);
+    // Points layer l's attention probe at what `probes` asks for, and at
+    // received_ when the cache tracks received mass and no probe wants it.
+    void wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, AttentionProbe& probe);
+    // Adds the mass the probe collected to each slot's running total.
+    void add_received(std::int64_t l, const AttentionProbe& probe);
 
     std::shared_ptr<const Model> model_;
     Context& ctx_;

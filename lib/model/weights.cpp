@@ -3,13 +3,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/read_file.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
 
@@ -24,7 +23,7 @@ std::vector<std::filesystem::path> weight_paths(const std::filesystem::path& dir
         throw Error("{}: no model.safetensors or model.safetensors.index.json", dir.string());
     nlohmann::json json;
     try {
-        json = nlohmann::json::parse(read_text_file(index));
+        json = nlohmann::json::parse(read_file(index));
     } catch (const nlohmann::json::exception& error) {
         throw Error("{}: not valid JSON: {}", index.string(), error.what());
     }
@@ -56,14 +55,6 @@ struct Fnv {
 };
 
 }  // namespace
-
-std::string read_text_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("{}: cannot read", path.string());
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 WeightFiles WeightFiles::open(const std::filesystem::path& model_dir) {
     WeightFiles weights;
@@ -107,7 +98,7 @@ std::string model_fingerprint(std::string_view config_json, const WeightFiles& w
 }
 
 std::string model_fingerprint(const std::filesystem::path& model_dir) {
-    const std::string config = read_text_file(model_dir / "config.json");
+    const std::string config = read_file(model_dir / "config.json", "the model's config.json");
     return model_fingerprint(config, WeightFiles::open(model_dir));
 }
 

@@ -47,6 +47,4 @@ std::string model_fingerprint(std::string_view config_json, const WeightFiles& w
 // The same from a directory, without binding the weights to a model.
 std::string model_fingerprint(const std::filesystem::path& model_dir);
 
-std::string read_text_file(const std::filesystem::path& path);
-
 }  // namespace heads

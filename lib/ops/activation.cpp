@@ -1,9 +1,10 @@
 #include "ops/activation.hpp"
 
-#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "ops/fast_exp.hpp"
+#include "tensor/error.hpp"
 
 namespace heads {
 
@@ -18,25 +19,44 @@ void swiglu(float* y, const float* gate_up, std::int64_t rows, std::int64_t d_ff
     }
 }
 
-void softmax(float* row, std::int64_t n) {
-    if (n <= 0) return;
-    const float top = *std::max_element(row, row + n);
-    double sum = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) {
-        row[i] = std::exp(row[i] - top);
-        sum += row[i];
-    }
-    const float scale = float(1.0 / sum);
-    for (std::int64_t i = 0; i < n; ++i) row[i] *= scale;
+namespace {
+
+float max_of(std::span<const float> values) {
+    float best = -std::numeric_limits<float>::infinity();
+    for (const float v : values) best = v > best ? v : best;
+    return best;
 }
 
-void log_softmax(float* row, std::int64_t n) {
-    if (n <= 0) return;
-    const float top = *std::max_element(row, row + n);
-    double sum = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) sum += std::exp(double(row[i]) - top);
-    const double log_sum = double(top) + std::log(sum);
-    for (std::int64_t i = 0; i < n; ++i) row[i] = float(double(row[i]) - log_sum);
+}  // namespace
+
+void softmax(std::span<float> probs, std::span<const float> logits) {
+    const float top = max_of(logits);
+    if (!std::isfinite(top)) throw Error("every token was removed from the distribution");
+    double sum = 0;
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+        const float e = std::isinf(logits[i]) ? 0.0f : std::exp(logits[i] - top);
+        probs[i] = e;
+        sum += e;
+    }
+    const float scale = float(1.0 / sum);
+    for (auto& p : probs) p *= scale;
+}
+
+void log_softmax(std::span<float> out, std::span<const float> logits) {
+    const float top = max_of(logits);
+    if (!std::isfinite(top)) throw Error("every token was removed from the distribution");
+    double sum = 0;
+    for (const float v : logits)
+        if (!std::isinf(v)) sum += std::exp(double(v) - top);
+    const double log_sum = std::log(sum) + top;
+    for (std::size_t i = 0; i < logits.size(); ++i) out[i] = float(double(logits[i]) - log_sum);
+}
+
+std::int32_t argmax(std::span<const float> values) {
+    std::int32_t best = 0;
+    for (std::size_t i = 1; i < values.size(); ++i)
+        if (values[i] > values[best]) best = std::int32_t(i);
+    return best;
 }
 
 }  // namespace heads

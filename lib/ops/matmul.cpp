@@ -194,7 +194,8 @@ void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
     const dnnl::matmul& primitive = ctx.gemm_primitive(true, args.accumulate);
     auto multiply = [&](const float* rows, std::int64_t first, std::int64_t count) {
         gemm(primitive, ctx.engine(), ctx.stream(),
-             {args.y + first, out, args.x, in, rows, in, args.rows, count, in, true, args.accumulate});
+             {.c = args.y + first, .ldc = out, .a = args.x, .lda = in, .b = rows, .ldb = in, .m = args.rows, .n = count,
+              .k = in, .b_transposed = true, .accumulate = args.accumulate});
     };
     if (w.dtype() == DType::F32) {
         std::int64_t first = 0;

@@ -104,11 +104,11 @@ void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w);
 // inside an OpenMP parallel region, so independent blocks run in parallel.
 // Call ctx.gemm_primitive() for the variants used before the region.
 struct GemmArgs {
-    float* c;
+    float* c;            // [m, n], rows ldc apart
     std::int64_t ldc;
-    const float* a;
+    const float* a;      // [m, k], rows lda apart
     std::int64_t lda;
-    const float* b;
+    const float* b;      // [k, n], or [n, k] when b_transposed; rows ldb apart
     std::int64_t ldb;
     std::int64_t m, n, k;
     bool b_transposed = false;

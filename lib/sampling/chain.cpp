@@ -10,20 +10,26 @@ namespace {
 
 void check(const SamplingParams& p) {
     if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
-        throw UsageError("--temp must be a number >= 0, not {}", p.temperature);
-    if (p.top_k < 0) throw UsageError("--top-k must be >= 0, not {}", p.top_k);
-    if (!(p.top_p > 0 && p.top_p <= 1)) throw UsageError("--top-p must be in (0, 1], not {}", p.top_p);
-    if (!(p.min_p >= 0 && p.min_p <= 1)) throw UsageError("--min-p must be in [0, 1], not {}", p.min_p);
-    if (!(p.typical_p > 0 && p.typical_p <= 1)) throw UsageError("--typical-p must be in (0, 1], not {}", p.typical_p);
+        throw UsageError(Param{"temperature"}, "the temperature must be a number >= 0, not {}", p.temperature);
+    if (p.top_k < 0) throw UsageError(Param{"top_k"}, "top-k must be >= 0, not {}", p.top_k);
+    if (!(p.top_p > 0 && p.top_p <= 1)) throw UsageError(Param{"top_p"}, "top-p must be in (0, 1], not {}", p.top_p);
+    if (!(p.min_p >= 0 && p.min_p <= 1)) throw UsageError(Param{"min_p"}, "min-p must be in [0, 1], not {}", p.min_p);
+    if (!(p.typical_p > 0 && p.typical_p <= 1))
+        throw UsageError(Param{"typical_p"}, "typical-p must be in (0, 1], not {}", p.typical_p);
     if (!(p.repeat_penalty > 0) || !std::isfinite(p.repeat_penalty))
-        throw UsageError("--repeat-penalty must be a number > 0, not {}", p.repeat_penalty);
+        throw UsageError(Param{"repeat_penalty"}, "the repeat penalty must be a number > 0, not {}", p.repeat_penalty);
     if (!std::isfinite(p.presence_penalty) || !std::isfinite(p.frequency_penalty))
-        throw UsageError("--presence-penalty and --frequency-penalty must be finite numbers");
-    if (p.penalty_last_n < -1) throw UsageError("--repeat-last-n must be >= -1, not {}", p.penalty_last_n);
-    if (p.no_repeat_ngram < 0) throw UsageError("--no-repeat-ngram must be >= 0, not {}", p.no_repeat_ngram);
+        throw UsageError(Param{"presence_and_frequency_penalty"},
+                         "the presence and frequency penalties must be finite "
+                         "numbers, not {} and {}",
+                         p.presence_penalty, p.frequency_penalty);
+    if (p.penalty_last_n < -1)
+        throw UsageError(Param{"penalty_last_n"}, "the penalty window must be >= -1 tokens, not {}", p.penalty_last_n);
+    if (p.no_repeat_ngram < 0)
+        throw UsageError(Param{"no_repeat_ngram"}, "the no-repeat n-gram size must be >= 0, not {}", p.no_repeat_ngram);
     for (const auto& [token, bias] : p.logit_bias)
         if (token < 0 || std::isnan(bias) || bias == INFINITY)
-            throw UsageError("--logit-bias: bad entry {}={}", token, bias);
+            throw UsageError(Param{"logit_bias"}, "bad logit bias {}={}", token, bias);
 }
 
 }  // namespace

@@ -5,15 +5,11 @@
 #include <cstdint>
 #include <span>
 
+#include "ops/activation.hpp"
+
 namespace heads::sampling {
 
-// probs = softmax(logits); -inf logits get 0. Sums in double.
-void softmax(std::span<float> probs, std::span<const float> logits);
-// out = log_softmax(logits); -inf stays -inf.
-void log_softmax(std::span<float> out, std::span<const float> logits);
-// The index of the largest value; ties go to the lowest index (as llama.cpp
-// and numpy's argmax do).
-std::int32_t argmax(std::span<const float> values);
+// softmax, log_softmax and argmax are ops/activation.hpp's.
 // The index i drawn with probability weights[i] / sum(weights), for u uniform
 // in [0, 1): the first i whose running sum exceeds u * sum. Weights need not
 // be normalized; a zero weight is never drawn.

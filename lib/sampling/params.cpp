@@ -1,25 +1,25 @@
 #include "sampling/params.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <string>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads::sampling {
 
 std::pair<std::int32_t, float> parse_logit_bias(std::string_view spec) {
     const auto bad = [&] {
-        return UsageError("--logit-bias: bad '{}' (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", spec);
+        return UsageError(Param{"logit_bias"},
+                          "bad logit bias '{}' (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", spec);
     };
     const auto op = spec.find_first_of("=+-");
     if (op == std::string_view::npos || op == 0) throw bad();
-    std::int32_t id = -1;
-    const auto [end, error] = std::from_chars(spec.data(), spec.data() + op, id);
-    if (error != std::errc() || end != spec.data() + op || id < 0) throw bad();
+    const auto id = parse_count<std::int32_t>(spec.substr(0, op));
+    if (!id) throw bad();
     std::string value(spec.substr(op + 1));
     if (spec[op] == '-') value = "-" + value;
-    if (value == "-inf" || value == "-INF") return {id, -INFINITY};
+    if (value == "-inf" || value == "-INF") return {*id, -INFINITY};
     std::size_t used = 0;
     float bias = 0;
     try {
@@ -28,7 +28,7 @@ std::pair<std::int32_t, float> parse_logit_bias(std::string_view spec) {
         throw bad();
     }
     if (used != value.size() || !std::isfinite(bias)) throw bad();
-    return {id, bias};
+    return {*id, bias};
 }
 
 }  // namespace heads::sampling

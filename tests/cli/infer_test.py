@@ -171,6 +171,24 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     report(rows_ours.shape == rows_theirs.shape == (8, 8) and np.abs(rows_ours - rows_theirs).max() < 1e-5,
            f"head table values equal the reference's (max difference {np.abs(rows_ours - rows_theirs).max()})")
 
+    # --- a pruned model's head table names heads by original id (so tables join across pruning), as the reference's ---
+    pruned = os.path.join(tmp, "pruned")
+    layout = {"layers": [{"query_heads": [0, 1, 2, 3], "kv_heads": [0, 1], "kv_head_of": [0, 0, 1, 1]},
+                         {"query_heads": [3, 0], "kv_heads": [1], "kv_head_of": [0, 0]}]}
+    make_model(pruned, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2", "--max-pos", "64",
+               "--head-layout", json.dumps(layout))
+    ours = run([INFER, "-m", pruned, "--head-stats", rep]).stdout.decode().splitlines()
+    theirs = run([PY, os.path.join(src, "scripts", "reference.py"), pruned, "--head-stats", "--ids-file", rep])
+    theirs = theirs.stdout.decode().splitlines()
+    names_ours = [line.split("\t")[:3] for line in ours[3:]]
+    expected = [[0, 0, 0], [0, 1, 0], [0, 2, 1], [0, 3, 1], [1, 3, 1], [1, 0, 1]]  # layer, original head, original KV head
+    report(names_ours == [[str(x) for x in row] for row in expected],
+           f"pruned model: head table rows carry original head and KV head ids: {names_ours}")
+    rows_ours = np.array([[float(x) for x in line.split("\t")] for line in ours[3:]])
+    rows_theirs = np.array([[float(x) for x in line.split("\t")] for line in theirs[2:]])
+    report(rows_ours.shape == rows_theirs.shape == (6, 8) and np.abs(rows_ours - rows_theirs).max() < 1e-5,
+           "pruned model: head table equals the reference's, ids and values")
+
     # --- the weight cache: written once, then mapped; stale or broken files are rebuilt ---
     # f32 weights used with bf16 arithmetic are made on every CPU (rounded to bf16 rows, or repacked), so they are
     # cached; lm_head 33000 x 512 in bf16 = 34 MB, past the 32 MiB threshold.

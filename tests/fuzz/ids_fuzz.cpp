@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cli/ids.hpp"
+#include "io/id_line.hpp"
 #include "tensor/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<std::int32_t> ids;
         for (std::size_t start = 0; start < text.size();) {
             const std::size_t end = std::min(text.find('\n', start), text.size());
-            heads::cli::parse_ids(text.substr(start, end - start), ids);
+            heads::parse_ids(text.substr(start, end - start), ids);
             whole.push_back(ids);
             start = end + 1;
         }
@@ -33,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<std::vector<std::int32_t>> streamed(1);
     bool streamed_ok = true;
     try {
-        heads::cli::IdStreamParser parser;
+        heads::IdStreamParser parser;
         const auto on_id = [&](std::int32_t id) { streamed.back().push_back(id); };
         const auto on_line = [&] { streamed.emplace_back(); };
         for (std::size_t at = 0, step = 1; at < text.size(); at += step, ++step)

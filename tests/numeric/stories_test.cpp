@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/ids.hpp"
+#include "io/id_line.hpp"
 #include "eval/perplexity.hpp"
 #include "kv/kv_frame.hpp"
 #include "model/session.hpp"
@@ -51,7 +51,7 @@ std::vector<std::vector<std::int32_t>> id_lines(const fs::path& path) {
     std::string line;
     while (std::getline(in, line)) {
         lines.emplace_back();
-        cli::parse_ids(line, lines.back());
+        parse_ids(line, lines.back());
     }
     return lines;
 }

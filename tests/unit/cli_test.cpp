@@ -27,7 +27,8 @@ struct Outcome {
 };
 
 // Runs cli::run in a child process (it closes stdout), capturing its output.
-Outcome run_child(std::vector<std::string> args, const std::function<void()>& body, bool close_stdout_early = false) {
+Outcome run_child(std::vector<std::string> args, const std::function<void()>& body, bool close_stdout_early = false,
+                  const cli::FlagNames& flags = {}) {
     TempDir dir;
     const pid_t pid = ::fork();
     if (pid == 0) {
@@ -45,7 +46,7 @@ Outcome run_child(std::vector<std::string> args, const std::function<void()>& bo
         app.add_option("-n", number, "a number")->check(CLI::PositiveNumber);
         std::vector<char*> argv;
         for (auto& arg : args) argv.push_back(arg.data());
-        const int status = cli::run(app, int(argv.size()), argv.data(), body);
+        const int status = cli::run(app, int(argv.size()), argv.data(), body, flags);
         std::fflush(stderr);
         std::_Exit(status);
     }
@@ -53,12 +54,6 @@ Outcome run_child(std::vector<std::string> args, const std::function<void()>& bo
     ::waitpid(pid, &status, 0);
     return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(dir / "out"),
             read_file(dir / "err")};
-}
-
-std::vector<std::int32_t> ids_of(std::string_view line) {
-    std::vector<std::int32_t> ids;
-    cli::parse_ids(line, ids);
-    return ids;
 }
 
 std::string error_of(const std::function<void()>& call) {
@@ -136,63 +131,6 @@ TEST_CASE("run: a failed close of stdout is an error") {
     int status = 0;
     ::waitpid(pid, &status, 0);
     CHECK(WEXITSTATUS(status) == 1);
-}
-
-TEST_CASE("parse_id is strict") {
-    CHECK(cli::parse_id("0") == 0);
-    CHECK(cli::parse_id("31999") == 31999);
-    CHECK(cli::parse_id("2147483647") == 2147483647);
-    for (const char* bad : {"x", "-3", "", "2147483648", "1.5", "+1", "12a", "0x10", " 1"})
-        CHECK_THROWS_WITH_AS(cli::parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
-    CHECK(error_of([] { cli::parse_id("1\r"); }) == "bad token id '1\\x0d'");
-    CHECK(error_of([] { cli::parse_id(std::string(40, '9')); }) == "bad token id '" + std::string(32, '9') + "...'");
-}
-
-TEST_CASE("parse_ids: spaces separate, an empty line is an empty sequence") {
-    CHECK(ids_of("1 2 3") == std::vector<std::int32_t>{1, 2, 3});
-    CHECK(ids_of("").empty());
-    CHECK(ids_of("   ").empty());
-    CHECK(ids_of(" 7  8\t9 ") == std::vector<std::int32_t>{7, 8, 9});
-    CHECK(error_of([] { ids_of("1 two 3"); }) == "bad token id 'two'");
-    CHECK(error_of([] { ids_of("1 -2"); }) == "bad token id '-2'");
-}
-
-TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
-    cli::IdStreamParser parser;
-    std::vector<std::int32_t> ids;
-    int lines = 0;
-    const auto on_id = [&](std::int32_t id) { ids.push_back(id); };
-    const auto on_line = [&] { ++lines; };
-    parser.feed("1", on_id, on_line);
-    CHECK(ids.empty());  // "1" may continue as "12"
-    parser.feed("2 3", on_id, on_line);
-    CHECK(ids == std::vector<std::int32_t>{12});
-    parser.feed("\n", on_id, on_line);
-    CHECK(ids == std::vector<std::int32_t>{12, 3});
-    CHECK(lines == 1);
-    CHECK(parser.line() == 2);
-    CHECK(!parser.finish(on_id));  // nothing after the last newline
-    parser.feed("4 5", on_id, on_line);
-    CHECK(parser.finish(on_id));
-    CHECK(ids == std::vector<std::int32_t>{12, 3, 4, 5});
-
-    // A huge garbage token fails early, without collecting it all.
-    cli::IdStreamParser long_one;
-    CHECK_THROWS_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), Error);
-
-    // Fed one byte at a time, the result is the same as whole.
-    const std::string text = "10 20 30\n\n5\n 6  7 \n8";
-    std::vector<std::vector<std::int32_t>> whole(1), split(1);
-    cli::IdStreamParser a, b;
-    a.feed(text, [&](std::int32_t id) { whole.back().push_back(id); }, [&] { whole.emplace_back(); });
-    a.finish([&](std::int32_t id) { whole.back().push_back(id); });
-    for (char c : text)
-        b.feed({&c, 1}, [&](std::int32_t id) { split.back().push_back(id); }, [&] { split.emplace_back(); });
-    b.finish([&](std::int32_t id) { split.back().push_back(id); });
-    CHECK(whole == split);
-    CHECK(whole.size() == 5);
-    CHECK(whole[1].empty());
-    CHECK(whole[4] == std::vector<std::int32_t>{8});
 }
 
 TEST_CASE("IdReader: FILE:LINE in every error, vocabulary range") {
@@ -279,4 +217,30 @@ TEST_CASE("Output: a file appears whole at commit, or not at all") {
     CHECK(read_file(dir / "o") == "whole\n");
     CHECK(cli::Output("-").get() == stdout);
     CHECK(cli::Output("").get() == stdout);
+}
+
+TEST_CASE("--precision: one spelling and one check for every tool") {
+    CLI::App app;
+    std::string precision = "auto";
+    cli::add_precision_option(app, precision);
+    const char* f32[] = {"t", "--precision", "f32"};
+    app.parse(3, f32);
+    CHECK(precision == "f32");
+    const char* f16[] = {"t", "--precision", "f16"};
+    CHECK_THROWS_AS(app.parse(3, f16), CLI::ValidationError);
+}
+
+TEST_CASE("run: the tool names its flag for the parameter a library error is about") {
+    const cli::FlagNames flags{{"temperature", "--temp"}};
+    const auto bad_temperature = [] { throw UsageError(Param{"temperature"}, "the temperature must be >= 0, not -1"); };
+    const Outcome usage = run_child({"prog"}, bad_temperature, false, flags);
+    CHECK(usage.status == 2);
+    CHECK(usage.err.rfind("prog: --temp: the temperature must be >= 0, not -1\n", 0) == 0);
+    const Outcome runtime = run_child({"prog"}, [] { throw Error(Param{"ctx"}, "a window of 2 tokens is too small"); },
+                                      false, {{"ctx", "--ctx"}});
+    CHECK(runtime.status == 1);
+    CHECK(runtime.err == "prog: --ctx: a window of 2 tokens is too small\n");
+    // Another front end without the name: the library's words alone.
+    const Outcome plain = run_child({"prog"}, bad_temperature);
+    CHECK(plain.err.rfind("prog: the temperature must be >= 0, not -1\n", 0) == 0);
 }

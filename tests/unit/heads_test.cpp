@@ -1,6 +1,10 @@
-// lib/heads: head tables read back and ranked.
+// lib/heads: lists of heads, head masks, and head tables read back, checked and ranked.
+#include <cmath>
+#include <cstdio>
+
 #include <doctest/doctest.h>
 
+#include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
@@ -9,18 +13,134 @@ using namespace heads;
 using heads::test::TempDir;
 using heads::test::write_file;
 
-TEST_CASE("head table: read, then the top heads of a column") {
+namespace {
+
+// Two layers: four query heads over two KV heads, then a pruned layer that kept query heads 1 and 3.
+LlamaConfig two_layers() {
+    LlamaConfig config;
+    config.n_layers = 2;
+    config.n_heads_unpruned = 4;
+    config.n_kv_heads_unpruned = 2;
+    config.layers = {{{0, 1, 2, 3}, {0, 1}, {0, 0, 1, 1}}, {{1, 3}, {0, 1}, {0, 1}}};
+    return config;
+}
+
+// (layer, head) of each row, to compare rankings.
+std::vector<HeadRef> heads_of(const std::vector<const HeadTable::Row*>& rows) {
+    std::vector<HeadRef> out;
+    for (const auto* row : rows) out.push_back({row->layer, row->head});
+    return out;
+}
+
+std::string error_of(auto&& call) {
+    try {
+        call();
+    } catch (const Error& error) {
+        return error.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("head list: L.H entries separated by commas or whitespace") {
+    CHECK(parse_head_list("0.1,2.3") == std::vector<HeadRef>{{0, 1}, {2, 3}});
+    CHECK(parse_head_list(" 0.1 \t 1.0\n") == std::vector<HeadRef>{{0, 1}, {1, 0}});
+    CHECK(parse_head_list("").empty());
+    for (const char* bad : {"1", "1.", ".1", "a.1", "1.x", "-0.1", "0.-0", "+1.2", "1.2.3", "0x1.1"})
+        CHECK_THROWS_WITH_AS(parse_head_list(bad), doctest::Contains("bad head"), Error);
+    CHECK(error_of([] { parse_head_list("0.1,9"); }) == "bad head '9' (want LAYER.HEAD, e.g. 3.5)");
+}
+
+TEST_CASE("head list: @FILE, with '#' comments") {
     TempDir dir;
+    write_file(dir / "heads", "# strongest first\n0.1, 1.0  # two\n\n1.1\n");
+    CHECK(parse_head_list("@" + (dir / "heads").string()) == std::vector<HeadRef>{{0, 1}, {1, 0}, {1, 1}});
+    CHECK(error_of([&] { parse_head_list("@" + (dir / "none").string()); }) ==
+          (dir / "none").string() + ": cannot read the list of heads");
+}
+
+TEST_CASE("head mask: one flag per head of each layer, by index in the layer") {
+    const LlamaConfig config = two_layers();
+    const HeadMask mask = head_mask(config, {{0, 2}, {1, 1}});
+    CHECK(mask == HeadMask{{0, 0, 1, 0}, {0, 1}});
+    CHECK(head_mask(config, {}) == HeadMask{{0, 0, 0, 0}, {0, 0}});
+    CHECK(error_of([&] { head_mask(config, {{1, 2}}); }) == "head 1.2 does not exist (layer 1 has 2 heads)");
+    CHECK(error_of([&] { head_mask(config, {{2, 0}}); }) == "head 2.0 does not exist (the model has layers 0 to 1)");
+}
+
+TEST_CASE("head mask: merging masks every head either one masks") {
+    HeadMask mask{{1, 0, 0, 0}, {0, 0}};
+    merge_head_masks(mask, {{0, 0, 1, 0}, {0, 1}});
+    CHECK(mask == HeadMask{{1, 0, 1, 0}, {0, 1}});
+    CHECK_THROWS_AS(merge_head_masks(mask, {{0, 0, 0, 0}}), Error);
+    CHECK_THROWS_AS(merge_head_masks(mask, {{0, 0, 0, 0}, {0, 0, 0}}), Error);
+}
+
+TEST_CASE("head table: read, then the top heads of a column, masked by original id") {
+    TempDir dir;
+    // Layer 1 is two_layers()'s pruned one: its heads are original ids 1 and 3.
     write_file(dir / "t.tsv",
                "# model abc123\n# made by hand\nlayer\thead\tkv_head\tretrieval\tsink\n"
-               "0\t0\t0\t0.100000\t0.900000\n0\t1\t0\t0.500000\t0.200000\n1\t0\t0\t0.500000\t0.100000\n"
+               "0\t0\t0\t0.100000\t0.900000\n0\t1\t0\t0.500000\t0.200000\n1\t3\t1\t0.500000\t0.100000\n"
                "1\t1\t0\tnan\t0.300000\n");
     const HeadTable table = read_head_table(dir / "t.tsv");
     CHECK(table.model == "abc123");
+    CHECK(table.comments == std::vector<std::string>{"made by hand"});
     CHECK(table.columns == std::vector<std::string>{"retrieval", "sink"});
-    CHECK(table.top("retrieval", 2) == std::vector<HeadRef>{{0, 1}, {1, 0}});  // a tie: lower layer first
-    CHECK(table.top("sink", 1) == std::vector<HeadRef>{{0, 0}});
+    CHECK(heads_of(table.top("retrieval", 2)) == std::vector<HeadRef>{{0, 1}, {1, 3}});  // a tie: lower layer first
+    CHECK(heads_of(table.top("sink", 1)) == std::vector<HeadRef>{{0, 0}});
     CHECK(table.top("retrieval", 9).size() == 4);
-    CHECK(table.top("retrieval", 9).back() == HeadRef{1, 1});  // nan ranks last
-    CHECK_THROWS_AS(table.top("induction", 1), Error);
+    CHECK(heads_of(table.top("retrieval", 9)).back() == HeadRef{1, 1});  // nan ranks last
+    CHECK(error_of([&] { table.top("induction", 1); }) ==
+          "the head table has no column 'induction' (it has retrieval, sink)");
+
+    const LlamaConfig config = two_layers();
+    // Original id 3 of layer 1 is that layer's head at index 1.
+    CHECK(top_heads_mask(config, table, "retrieval", 2) == HeadMask{{0, 1, 0, 0}, {0, 1}});
+    CHECK(top_heads_mask(config, table, "sink", 4) == HeadMask{{1, 1, 0, 0}, {1, 1}});
+    CHECK_THROWS_AS(top_heads_mask(config, table, "retrieval", 0), Error);
+    write_file(dir / "gone.tsv", "layer\thead\tkv_head\tsink\n1\t2\t1\t0.5\n");
+    CHECK(error_of([&] { top_heads_mask(config, read_head_table(dir / "gone.tsv"), "sink", 1); }) ==
+          "the head table's head 1.2 is not in the model (layer 1 keeps 2 heads: 1, 3)");
+}
+
+TEST_CASE("head table: written, then read back the same") {
+    TempDir dir;
+    HeadTable table;
+    table.model = "0123456789abcdef";
+    table.comments = {"scores made by hand"};
+    table.columns = {"entropy", "sink"};
+    table.rows = {{0, 0, 0, {1.5, 0.25}}, {0, 1, 0, {0.125, NAN}}, {1, 0, 1, {2, 1}}};
+    std::FILE* out = std::fopen((dir / "t.tsv").c_str(), "w");
+    REQUIRE(out);
+    write_head_table(out, table);
+    std::fclose(out);
+    const HeadTable back = read_head_table(dir / "t.tsv");
+    CHECK(back.model == table.model);
+    CHECK(back.comments == table.comments);
+    CHECK(back.columns == table.columns);
+    REQUIRE(back.rows.size() == 3);
+    CHECK(back.rows[2].layer == 1);
+    CHECK(back.rows[2].kv_head == 1);
+    CHECK(back.rows[0].values == std::vector<double>{1.5, 0.25});
+    CHECK(std::isnan(back.rows[1].values[1]));
+}
+
+TEST_CASE("head table: another model's is refused, an unnamed one taken as is, a bad one located") {
+    TempDir dir;
+    write_file(dir / "t.tsv", "# model abc123\nlayer\thead\tkv_head\tsink\n0\t0\t0\t0.5\n");
+    CHECK(read_head_table(dir / "t.tsv", "abc123").rows.size() == 1);
+    CHECK(error_of([&] { read_head_table(dir / "t.tsv", "def456"); }) ==
+          (dir / "t.tsv").string() + ": the head table is from model abc123, not from this model (def456)");
+    write_file(dir / "u.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\t0.5\n");
+    CHECK(read_head_table(dir / "u.tsv", "def456").rows.size() == 1);
+    write_file(dir / "bad.tsv", "layer\thead\tkv_head\tsink\n0\t-0\t0\t0.5\n");
+    CHECK(error_of([&] { read_head_table(dir / "bad.tsv"); }) ==
+          (dir / "bad.tsv").string() + ":2: '-0' is not a layer/head number");
+    write_file(dir / "short.tsv", "layer\thead\tkv_head\tsink\n0\t0\t0\n");
+    CHECK(error_of([&] { read_head_table(dir / "short.tsv"); }) ==
+          (dir / "short.tsv").string() + ":2: 3 fields, the header has 4");
+    write_file(dir / "none.tsv", "# model abc123\n");
+    CHECK_THROWS_WITH_AS(read_head_table(dir / "none.tsv"), doctest::Contains("no header line"), Error);
 }

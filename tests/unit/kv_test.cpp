@@ -36,6 +36,23 @@ std::vector<std::int32_t> positions(const KvCache& cache, std::int64_t l, std::i
 
 }  // namespace
 
+TEST_CASE("append takes strided key and value rows, grows storage, and starts received mass at 0") {
+    KvCache cache({2}, 2);
+    cache.track_received(true);
+    fill(cache, 0, 1, {0});
+    cache.head(0, 1).received.data()[0] = 0.5f;
+    // Two rows of a fused layout [k0 k1 | v0 v1], head_dim 2: stride 8.
+    const std::vector<float> rows{1, 2, 3, 4, -1, -2, -3, -4, 5, 6, 7, 8, -5, -6, -7, -8};
+    const std::vector<std::int32_t> at{1, 2};
+    cache.append(0, 1, rows.data() + 2, rows.data() + 6, 8, at);
+    const KvHead& h = cache.head(0, 1);
+    CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{0, 1, 2});
+    CHECK(std::vector<float>(h.k.data(), h.k.data() + 6) == std::vector<float>{0, 1, 3, 4, 7, 8});
+    CHECK(std::vector<float>(h.v.data(), h.v.data() + 6) == std::vector<float>{-0.0f, -1, -3, -4, -7, -8});
+    CHECK(std::vector<float>(h.received.data(), h.received.data() + 3) == std::vector<float>{0.5f, 0, 0});
+    CHECK(cache.head(0, 0).slots == 0);
+}
+
 TEST_CASE("truncate drops positions >= n in every head and keeps synthetic slots") {
     KvCache cache({2, 0, 1}, 4);
     fill(cache, 0, 0, {0, 1, 2, 3, 4});
@@ -82,10 +99,14 @@ TEST_CASE("a ragged cache survives a KV frame round trip, with its padding") {
     const KvFrameContents back = kv_from_frame(frame, "frame");
     CHECK(back.info.model == "0123456789abcdef");
     CHECK(back.info.policy == "window");
+    CHECK(kv_frame_policy(frame) == "window");
+    Frame unnamed = frame;
+    unnamed.metadata.erase(std::string(keys::policy));
+    CHECK(kv_frame_policy(unnamed) == "full");
     CHECK(back.info.tokens == std::vector<std::int32_t>{1, 2, 3, 4});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
     CHECK(back.cache.head(0, 1).k.data()[4] == 301.0f);
-    CHECK(back.cache.kv_heads() == std::vector<std::int64_t>{2, 0});
+    CHECK(back.cache.kv_head_counts() == std::vector<std::int64_t>{2, 0});
 }
 
 TEST_CASE("bad KV frames are refused with their reason") {
@@ -166,7 +187,8 @@ TEST_CASE("kv policy: window names and their errors") {
     CHECK(make_kv_policy("window:4:28")->slides());
     CHECK(make_kv_policy("window:4:28")->span() == 32);
     CHECK_FALSE(make_kv_policy("full")->slides());
-    for (const char* bad : {"fill", "window", "window:4", "window:4:x", "window:-1:3", "window:4:0", "window:4,28"})
+    for (const char* bad : {"fill", "window", "window:4", "window:4:x", "window:-1:3", "window:-0:3", "window:4:+3",
+                            "window:4:0", "window:4,28"})
         CHECK_THROWS_AS(make_kv_policy(bad), Error);
 }
 

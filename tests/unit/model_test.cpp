@@ -131,14 +131,16 @@ TEST_CASE("a head mask changes between steps, and masking equals zeroing the hea
     RandomModel m("--d-model 64 --n-layers 2 --n-heads 4 --n-kv-heads 4");
     Session session(m.model, m.ctx);
     const auto plain = run(session, {1, 2, 3}, LogitRows::last);
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();  // a new sequence: nothing cached, back at position 0
+    CHECK(session.cache().total_slots() == 0);
+    CHECK(session.next_position() == 0);
     session.set_head_mask({{0, 1, 0, 0}, {0, 0, 0, 0}});
     const auto masked = run(session, {1, 2, 3}, LogitRows::last);
+    session.reset();  // ... with the mask kept
+    CHECK(difference(run(session, {1, 2, 3}, LogitRows::last), masked) == 0);
     CHECK(difference(plain, masked) > 1e-3);
     session.set_head_mask({{0, 0, 0, 0}, {0, 0, 0, 0}});
-    session.cache().clear();
-    session.set_next_position(0);
+    session.reset();
     CHECK(difference(run(session, {1, 2, 3}, LogitRows::last), plain) == 0);
     CHECK_THROWS_WITH_AS(session.set_head_mask({{0, 0, 0}, {0, 0, 0, 0}}), "head mask for 3 heads in layer 0, which has 4",
                          Error);
@@ -265,4 +267,11 @@ TEST_CASE("the weight cache keeps matrices of every format, rows in several part
         CHECK(y_made == y_loaded);
         CHECK_FALSE(WeightCache(dir / format_name(format), "another key").load(specs, format));
     }
+}
+
+TEST_CASE("precision names") {
+    CHECK(precision_named("auto") == Precision::automatic);
+    CHECK(precision_named("f32") == Precision::f32);
+    CHECK(precision_named("bf16") == Precision::bf16);
+    CHECK_THROWS_WITH_AS(precision_named("f16"), "unknown precision 'f16' (heads knows: auto, f32, bf16)", Error);
 }

@@ -13,6 +13,7 @@
 #include "ops/norm.hpp"
 #include "ops/rope.hpp"
 #include "ops/work_pool.hpp"
+#include "tensor/error.hpp"
 
 using namespace heads;
 
@@ -233,21 +234,37 @@ TEST_CASE("rope scaling variants follow transformers") {
     for (int i = 0; i < 32; ++i) CHECK(scaled[std::size_t(i)] == doctest::Approx(std::pow(base, -2.0 * i / 64)));
 }
 
-TEST_CASE("swiglu and softmax") {
+TEST_CASE("swiglu, softmax, log-softmax and argmax") {
     const float gate_up[] = {1.0f, -2.0f, 3.0f, 0.5f};  // one row, d_ff 2
     float y[2];
     swiglu(y, gate_up, 1, 2);
     CHECK(y[0] == doctest::Approx(1.0 / (1 + std::exp(-1.0)) * 3.0));
     CHECK(y[1] == doctest::Approx(-2.0 / (1 + std::exp(2.0)) * 0.5));
-    float row[] = {1.0f, 2.0f, 3.0f};
-    float logs[] = {1.0f, 2.0f, 3.0f};
-    softmax(row, 3);
-    log_softmax(logs, 3);
+    std::vector<float> row{1.0f, 2.0f, 3.0f}, logs = row;
+    softmax(row, row);  // in place
+    log_softmax(logs, logs);
     const double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
     for (int i = 0; i < 3; ++i) {
-        CHECK(row[i] == doctest::Approx(std::exp(i + 1.0) / z));
-        CHECK(logs[i] == doctest::Approx(i + 1.0 - std::log(z)));
+        CHECK(row[std::size_t(i)] == doctest::Approx(std::exp(i + 1.0) / z));
+        CHECK(logs[std::size_t(i)] == doctest::Approx(i + 1.0 - std::log(z)));
     }
+
+    // A token a sampling step removed (-inf) has probability 0 and log-probability -inf.
+    const std::vector<float> logits{1, 2, -INFINITY, 2};
+    std::vector<float> probs(4), logp(4);
+    softmax(probs, logits);
+    const double e = std::exp(1.0);
+    CHECK(probs[0] == doctest::Approx(1 / (1 + 2 * e)));
+    CHECK(probs[1] == doctest::Approx(e / (1 + 2 * e)));
+    CHECK(probs[2] == 0);
+    log_softmax(logp, logits);
+    CHECK(logp[3] == doctest::Approx(std::log(e / (1 + 2 * e))));
+    CHECK(logp[2] == -INFINITY);
+    CHECK(argmax(logits) == 1);  // 1 and 3 tie: the lowest index
+    // A row with nothing left is an error for both, not NaN.
+    const std::vector<float> none{-INFINITY, -INFINITY};
+    CHECK_THROWS_WITH_AS(softmax(probs, none), "every token was removed from the distribution", Error);
+    CHECK_THROWS_WITH_AS(log_softmax(logp, none), "every token was removed from the distribution", Error);
 }
 
 TEST_CASE("fast_exp is within 3e-7 of exp and 0 for -inf") {

@@ -1,6 +1,7 @@
 // decode: generate continuations of token id lines (or of KV frames), one
 // output line per prompt, each id written the moment it is chosen (man/decode.1).
 #include <optional>
+#include <span>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +12,7 @@
 #include "cli/run.hpp"
 #include "decoding/decoder.hpp"
 #include "decoding/writer.hpp"
+#include "io/number.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
 
@@ -24,10 +26,9 @@ std::vector<int> counts(const std::string& text, std::size_t n, const char* opti
     std::stringstream in(text);
     std::string item;
     while (std::getline(in, item, ',')) {
-        int value = -1;
-        if (!CLI::detail::lexical_cast(item, value) || value < 0)
-            throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
-        out.push_back(value);
+        const auto value = parse_count<int>(item);
+        if (!value) throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
+        out.push_back(*value);
     }
     if (out.size() != n) throw UsageError("{}: {} numbers expected, not '{}'", option, n, text);
     return out;
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
     option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT");
     option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
-    option("--precision", precision, "P", "weight arithmetic (default auto: bf16 for bf16 weights)")->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    cli::add_precision_option(app, precision);
     option("files", inputs, "FILE", "id lines (default: stdin)");
 
     group = "Sampling (in this order)";
@@ -98,6 +99,18 @@ int main(int argc, char** argv) {
     option("--alpha", o.contrast.alpha, "A", "contrast at maximal entropy (default 1)");
     option("--contrast-cutoff", o.contrast.cutoff, "B", "drop tokens below B times the best probability (0: off)");
 
+    // How decode spells the library's parameters, for its messages (heads::Param).
+    const cli::FlagNames flags{
+        {"temperature", "--temp"}, {"top_k", "--top-k"}, {"top_p", "--top-p"}, {"min_p", "--min-p"},
+        {"typical_p", "--typical-p"}, {"repeat_penalty", "--repeat-penalty"},
+        {"presence_and_frequency_penalty", "--presence-penalty/--frequency-penalty"},
+        {"penalty_last_n", "--repeat-last-n"}, {"no_repeat_ngram", "--no-repeat-ngram"}, {"logit_bias", "--logit-bias"},
+        {"keep", "--keep"}, {"kv_policy", "--kv-policy"}, {"context_shift", "--keep/--kv-policy"},
+        {"draft", "--draft"}, {"lookahead", "--lookahead"},
+        {"strategy", "--beams/--penalty-alpha/--draft/--prompt-lookup/--lookahead/--contrast-heads"},
+        {"contrast_top", "--top"}, {"penalty_alpha", "--penalty-alpha"}, {"draft_max", "--draft-max"},
+        {"draft_p_min", "--draft-p-min"}, {"prompt_lookup", "--prompt-lookup"}, {"lookup_ngram", "--lookup-ngram"},
+        {"stop", "--stop"}, {"text_or_stop", "--text/--stop"}, {"beams", "--beams"}, {"n_best", "--n-best"}};
     return cli::run(app, argc, argv, [&] {
         if (!kv.empty() && !inputs.empty()) throw UsageError("give id files or --kv, not both");
         if (o.limits.max_tokens < -1)
@@ -108,14 +121,15 @@ int main(int argc, char** argv) {
         }
         if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
         for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
-        o.precision = precision == "f32"    ? Precision::f32
-                      : precision == "bf16" ? Precision::bf16
-                                            : Precision::automatic;
+        o.precision = precision_named(precision);
         o.draft = draft;
         o.contrast_heads = contrast_heads;
         int logprobs_k = 0;
-        if (!logprobs.empty() && (!CLI::detail::lexical_cast(logprobs[0], logprobs_k) || logprobs_k < 0))
-            throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+        if (!logprobs.empty()) {
+            const auto k = parse_count<int>(logprobs[0]);
+            if (!k) throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+            logprobs_k = *k;
+        }
 
         // KV frames come with the policy that made them, which goes on acting.
         std::optional<FrameReader> frames;
@@ -123,9 +137,7 @@ int main(int argc, char** argv) {
         if (!kv.empty()) {
             frames.emplace(kv);
             pending_frame = frames->next();
-            if (pending_frame && app.count("--kv-policy") == 0)
-                if (const auto it = pending_frame->metadata.find("heads.policy"); it != pending_frame->metadata.end())
-                    o.kv_policy = it->second;
+            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame);
         }
 
         Context context(cli::thread_count(threads));
@@ -143,33 +155,30 @@ int main(int argc, char** argv) {
                            logprobs_writer ? &*logprobs_writer : nullptr);
         if (verbose) fmt::print(stderr, "decode: {}\n", decoder.describe());
 
+        // One prompt; a runtime error says which input it came from (usage errors need no place).
+        const auto generate = [&](const std::string& where, std::span<const std::int32_t> prompt,
+                                  const KvFrameContents* frame) {
+            try {
+                decoder.generate(prompt, frame, writer);
+            } catch (const UsageError&) {
+                throw;
+            } catch (const Error& error) {
+                throw Error(Param{error.param()}, "{}: {}", where, error.what());
+            }
+        };
         if (frames) {
             for (; pending_frame; pending_frame = frames->next()) {
                 const std::string where = fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count());
                 const KvFrameContents contents = kv_from_frame(*pending_frame, where);
-                try {
-                    decoder.generate(contents.info.tokens, &contents, writer);
-                } catch (const UsageError&) {
-                    throw;
-                } catch (const Error& error) {
-                    throw Error("{}: {}", where, error.what());
-                }
+                generate(where, contents.info.tokens, &contents);
             }
         } else {
             cli::IdReader reader(inputs, decoder.model().vocab_size());
             std::vector<std::int32_t> ids;
-            while (reader.next(ids)) {
-                try {
-                    decoder.generate(ids, nullptr, writer);
-                } catch (const UsageError&) {
-                    throw;
-                } catch (const Error& error) {
-                    throw Error("{}: {}", reader.where(), error.what());
-                }
-            }
+            while (reader.next(ids)) generate(reader.where(), ids, nullptr);
         }
         out.commit();
         if (logprobs_out) logprobs_out->commit();
         if (verbose) fmt::print(stderr, "decode: {}\n", decoder.report());
-    }, [] { return Context(1).describe(); });
+    }, flags, [] { return Context(1).describe(); });
 }

@@ -44,10 +44,11 @@ int main(int argc, char** argv) {
     app.add_option("--ctx", ctx, "--ppl window; else the longest line allowed (default: the model's context)");
     app.add_option("--save-logits", save_logits, "--ppl: save the scored log-probabilities to FILE");
     app.add_option("--kl-base", kl_base, "--ppl: KL divergence against log-probabilities saved in FILE");
-    app.add_option("--precision", precision, "weight arithmetic: auto (bf16 for bf16 weights), f32, bf16")
-        ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+    cli::add_precision_option(app, precision);
     app.add_option("files", inputs, "id lines (default: stdin)");
 
+    // How infer spells the library's parameters, for its messages (heads::Param).
+    const cli::FlagNames flags{{"ctx", "--ctx"}, {"hidden_layers", "--hidden"}, {"attention_layers", "--attention"}};
     return cli::run(app, argc, argv, [&] {
         const bool frame_options = logits != "last" || !hidden.empty() || !attention.empty() || kv;
         if (ppl && (head_stats || frame_options)) throw UsageError("--ppl writes no frames and no head table");
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
 
         Context context(cli::thread_count(threads));
         LoadOptions load;
-        load.precision = precision == "f32" ? Precision::f32 : precision == "bf16" ? Precision::bf16 : Precision::automatic;
+        load.precision = precision_named(precision);
         const auto model = Model::load(context, cli::find_model(model_dir), load);
         const LlamaConfig& config = model->config();
         FrameRequest request;
@@ -102,5 +103,5 @@ int main(int argc, char** argv) {
         progress.done();
         if (head_stats) write_head_table(out.get(), stats.table(*model));
         out.commit();
-    }, [] { return Context(1).describe(); });
+    }, flags, [] { return Context(1).describe(); });
 }

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/ids.hpp"
+#include "io/id_line.hpp"
 #include "cli/options.hpp"
 #include "cli/run.hpp"
 #include "io/input_stream.hpp"
@@ -32,11 +32,11 @@ void append_sequence(std::string& out, const heads::Tokenizer& tokenizer, const 
                      const std::vector<int>& ids) {
     const int bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
     const bool with_bos = options.bos && bos >= 0, with_eos = options.eos && eos >= 0;
-    if (with_bos) heads::cli::append_ids(out, {&bos, 1});
+    if (with_bos) heads::append_ids(out, {&bos, 1});
     if (with_bos && !ids.empty()) out += ' ';
-    heads::cli::append_ids(out, ids);
+    heads::append_ids(out, ids);
     if (with_eos && (with_bos || !ids.empty())) out += ' ';
-    if (with_eos) heads::cli::append_ids(out, {&eos, 1});
+    if (with_eos) heads::append_ids(out, {&eos, 1});
     out += '\n';
 }
 
@@ -91,7 +91,7 @@ void encode_lines(const heads::Tokenizer& tokenizer, const Options& options, std
 // The whole input as one text, newlines kept, to one line.
 void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
     std::string all;
-    for (const auto& file : options.files.empty() ? std::vector<std::string>{"-"} : options.files) {
+    for (const auto& file : heads::cli::input_paths(options.files)) {
         heads::InputStream input(file);
         for (auto chunk = input.next_chunk(); !chunk.empty(); chunk = input.next_chunk()) all += chunk;
     }
@@ -112,9 +112,9 @@ void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std
 void decode_lines(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
     heads::StreamDecoder decoder(tokenizer);
     std::string text;
-    for (const auto& file : options.files.empty() ? std::vector<std::string>{"-"} : options.files) {
+    for (const auto& file : heads::cli::input_paths(options.files)) {
         heads::InputStream input(file);
-        heads::cli::IdStreamParser parser;
+        heads::IdStreamParser parser;
         const auto on_id = [&](int id) { decoder.push(id, text); };
         const auto on_line_end = [&] {
             decoder.finish(text);
