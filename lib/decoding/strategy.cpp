@@ -12,12 +12,14 @@ std::int64_t prime_session(Session& session, std::span<const std::int32_t> promp
     if (frame) {
         if (hidden) throw UsageError("contrastive search needs the prompt's hidden states: give ids, not a KV frame");
         session.load_cache(*frame, "the prompt's KV frame");
+        guard.adopt(session, *frame);
         // The last token runs again (a frame keeps no logits): drop its position.
         session.truncate(session.next_position() - 1);
         guard.after_step(session, 0);
         return 0;
     }
     session.truncate(0);
+    guard.start(session);
     if (hidden) hidden->clear();
     constexpr std::int64_t kChunk = 1024;
     std::int64_t forwards = 0;
