@@ -5,7 +5,11 @@ JSON header), read with numpy alone as man/heads.7 shows; every policy keeps
 sinks and recent positions and respects each head's budget; full gives the
 frame back bit for bit; decode continuing a compressed frame writes the ids
 of decode with the same policy from the prompt on; the report on stderr and
-in --report; and bad input, each with one line and its exit status.
+in --report; bad input, each with one line and its exit status; and the
+copy task in small (scripts/experiments/README.md has it in full): after 50
+tokens of filler, keeping the top quarter of KV heads by the induction
+column whole copies most of the list where the uniform window and snapkv at
+30% copy almost none of it.
 
     compress_kv_test.py BUILD_BIN_DIR SOURCE_DIR
 """
@@ -25,6 +29,7 @@ import reference  # noqa: E402
 MODEL = os.path.join(src, "models", "kjv")
 TABLE = os.path.join(MODEL, "heads-induction.tsv")
 HELD_OUT = os.path.join(src, "tests", "data", "kjv-heldout.txt")
+PY = sys.executable
 TOKENIZE, INFER, DECODE, COMPRESS = (os.path.join(bin_dir, p) for p in ("tokenize", "infer", "decode", "compress-kv"))
 failed = 0
 
@@ -178,6 +183,18 @@ def main():
         expect_error(1, "truncated", [COMPRESS, "-m", MODEL, "--policy", "window", "--budget", "30%", "-o", out],
                      full_blob[:len(full_blob) - 100])
         report(not os.path.exists(out), "nothing half-written after an error")
+
+        # --- the copy task in small: head-aware against uniform ---
+        def copied(policy):
+            cmd = [PY, os.path.join(src, "scripts", "copy-test"), "--bin", bin_dir, "--model", MODEL, "--filler", "50",
+                   "--lists", "4", "--json"]
+            return json.loads(run(cmd + (["--kv-policy", policy] if policy else [])).stdout)["50"]
+        full_copy = copied("")
+        duo = copied(f"duo:budget=10%:by=induction:protect=25%:scores={TABLE}")
+        uniform = max(copied("window:budget=30%"), copied("snapkv:budget=30%"))
+        report(full_copy >= 0.9 and duo >= 0.75 * full_copy and uniform <= 0.15,
+               f"copy task after 50 tokens: full cache {full_copy:.2f}, duo keeping a quarter of the heads whole "
+               f"{duo:.2f}, window/snapkv at 30% at most {uniform:.2f}")
     finally:
         shutil.rmtree(tmp)
     return 1 if failed else 0
