@@ -100,7 +100,9 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         merge_head_masks(mask, top_heads_mask(config, table, options.contrast_by, options.contrast_top));
         masked_ = std::make_unique<Session>(model_, ctx);
         masked_->set_head_mask(std::move(mask));
-        strategy_ = make_plain(*session_, s, *guard_, masked_.get(), options.contrast);
+        masked_policy_ = make_kv_policy_for(*model_, options.kv_policy);
+        masked_guard_ = std::make_unique<ContextGuard>(*model_, masked_policy_.get(), options.keep);
+        strategy_ = make_plain(*session_, s, *guard_, masked_.get(), masked_guard_.get(), options.contrast);
     } else {
         strategy_ = make_plain(*session_, s, *guard_);
     }

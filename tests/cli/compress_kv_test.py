@@ -151,6 +151,10 @@ def main():
                 report(len(cont.split()) == 16, f"{label}: decode goes on from the compressed frame")
         report(sizes["razor"] < 0.35 * len(full_blob) and sizes["snapkv"] < 0.7 * sizes["h2o"],
                "the frame shrinks with the budget (razor 30% < 35% of the full frame, snapkv 20% < h2o 30%)")
+        # DeCoRe's masked copy runs its own instance of the policy.
+        decore = run([DECODE, "-m", MODEL, "-n", "8", "--kv-policy", f"razor:budget=30%:by=induction:scores={TABLE}",
+                      "--contrast-heads", TABLE, "--by", "induction", "--top", "3"], prompt).stdout
+        report(len(decore.split()) == 8, "a budgeted policy with --contrast-heads: each session its own budgets")
         # Compressing a compressed frame with its own policy changes nothing.
         razor = os.path.join(tmp, "razor.kv")
         again = run([COMPRESS, "-m", MODEL, "--policy", "razor:budget=30%:by=induction", razor]).stdout
