@@ -51,6 +51,7 @@ public:
 
     std::string name() const override { return spec_.name(); }
     const KvBudgets* budgets() const override { return budgets_.empty() ? nullptr : &budgets_; }
+    bool reads_whole_prompt() const override { return true; }
 
     void start(KvCache& cache) override {
         budgets_.clear();

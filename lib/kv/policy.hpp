@@ -62,6 +62,12 @@ public:
     // The sequence goes on from a KV frame whose cache is now `cache`: take
     // the frame's budgets (when it was made by this policy) and its scores.
     virtual void adopt(KvCache&, const KvFrameContents&) {}
+    // Whether decode, from ids, runs the whole prompt (its last token too)
+    // before the policy first acts, then drops the last token's slots and
+    // runs that token again, as it does with a KV frame: the policy then
+    // sees the same cache and the same attention received from ids as from
+    // infer --kv's frame through compress-kv.
+    virtual bool reads_whole_prompt() const { return false; }
     // The slot budget of each KV head, once settled (written to KV frames), else null.
     virtual const KvBudgets* budgets() const { return nullptr; }
 };

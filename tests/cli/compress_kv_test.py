@@ -4,7 +4,7 @@ that shrink with the budget and hold only what they keep (within 2% plus the
 JSON header), read with numpy alone as man/heads.7 shows; every policy keeps
 sinks and recent positions and respects each head's budget; full gives the
 frame back bit for bit; decode continuing a compressed frame writes the ids
-of decode with the same policy from the prompt on; the report on stderr and
+of decode with the same policy from the prompt on, for every policy; the report on stderr and
 in --report; bad input, each with one line and its exit status; and the
 copy task in small (scripts/experiments/README.md has it in full): after 50
 tokens of filler, keeping the top quarter of KV heads by the induction
@@ -142,13 +142,10 @@ def main():
             report(ok, f"{label}: budgets, sinks and recent kept; {kept} slots in {len(blob)} bytes (full: "
                        f"{len(full_blob)}), within 2% + header; report on stderr and in TSV")
             cont = run([DECODE, "-m", MODEL, "--kv", path, "-n", "16"]).stdout
-            if label in ("window", "razor", "duo", "sliding window"):
-                scores = [f"scores={TABLE}"] if table else []
-                fresh = run([DECODE, "-m", MODEL, "-n", "16", "--kv-policy", ":".join([spec] + scores)], prompt).stdout
-                report(cont == fresh and len(cont.split()) == 16,
-                       f"{label}: decode from the compressed frame = decode with the policy from the prompt on")
-            else:
-                report(len(cont.split()) == 16, f"{label}: decode goes on from the compressed frame")
+            scores = [f"scores={TABLE}"] if table else []
+            fresh = run([DECODE, "-m", MODEL, "-n", "16", "--kv-policy", ":".join([spec] + scores)], prompt).stdout
+            report(cont == fresh and len(cont.split()) == 16,
+                   f"{label}: decode from the compressed frame = decode with the policy from the prompt on")
         report(sizes["razor"] < 0.35 * len(full_blob) and sizes["snapkv"] < 0.7 * sizes["h2o"],
                "the frame shrinks with the budget (razor 30% < 35% of the full frame, snapkv 20% < h2o 30%)")
         # DeCoRe's masked copy runs its own instance of the policy.
