@@ -647,6 +647,8 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, 
     values_t = np.ascontiguousarray(v[of].transpose(0, 2, 1))
     scale = x.dtype.type(1.0 / math.sqrt(hd))
     past_slots = k.shape[1] - T
+    # A synthetic slot at position -(n + 1) stands for n dropped slots: its logit gets + log n (man/heads.7).
+    bias = np.log(np.maximum(-k_pos - 1, 1.0)) * (k_pos < -2) if np.any(k_pos < -2) else None
     same_positions = bool(np.all(k_pos == k_pos[:1]))
     probs = np.zeros((heads.n_heads, T, k.shape[1]), x.dtype) if want_probs else None
     heads_out = np.empty((heads.n_heads, T, hd), x.dtype)
@@ -664,6 +666,8 @@ def _attention(layer, x, q_pos, cos, sin, past, config, mask_heads, want_probs, 
         else:
             scores = np.einsum("hqd,hkd->hqk", q[:, b0:b1], keys[:, :s1])
         scores *= scale
+        if bias is not None:
+            scores += bias[of][:, None, :s1].astype(x.dtype)
         if same_positions:  # one mask [block, s1] for every head
             hidden = ~_visible(q_pos[b0:b1], k_pos[:1, :s1], config.sliding_window)
         else:
@@ -1017,31 +1021,59 @@ class HeadStats:
 
 
 def kv_tensors(kv, received=None, received_recent=None, dtype=np.float32):
-    """A KV cache -> the frame tensors kv.L.k, kv.L.v (dtype), kv.L.pos (int32)
-    and, when given ({L: [n_kv_heads_l, slots]}), kv.L.received and
-    kv.L.received_recent (float32), as the engine's `infer --kv` names them."""
+    """A KV cache -> the ragged frame tensors of man/heads.7, as the engine's
+    `infer --kv` writes them: kv.L.slots (int32, slots per KV head), kv.L.k
+    and kv.L.v [slots_l, head_dim] (dtype, heads one after the other),
+    kv.L.pos [slots_l] (int32) and, when given ({L: [n_kv_heads_l, slots]}),
+    kv.L.received and kv.L.received_recent [slots_l] (float32)."""
     tensors = {}
     for l, layer in enumerate(kv):
-        tensors[f"kv.{l}.k"] = np.asarray(layer.k, dtype=dtype)
-        tensors[f"kv.{l}.v"] = np.asarray(layer.v, dtype=dtype)
-        tensors[f"kv.{l}.pos"] = np.asarray(layer.pos, dtype=np.int32)
+        n_kv_heads, slots, head_dim = layer.k.shape
+        tensors[f"kv.{l}.slots"] = np.full(n_kv_heads, slots, dtype=np.int32)
+        tensors[f"kv.{l}.k"] = np.asarray(layer.k, dtype=dtype).reshape(n_kv_heads * slots, head_dim)
+        tensors[f"kv.{l}.v"] = np.asarray(layer.v, dtype=dtype).reshape(n_kv_heads * slots, head_dim)
+        tensors[f"kv.{l}.pos"] = np.asarray(layer.pos, dtype=np.int32).reshape(-1)
         if received is not None:
-            tensors[f"kv.{l}.received"] = np.asarray(received[l], dtype=np.float32)
-            tensors[f"kv.{l}.received_recent"] = np.asarray(received_recent[l], dtype=np.float32)
+            tensors[f"kv.{l}.received"] = np.asarray(received[l], dtype=np.float32).reshape(-1)
+            tensors[f"kv.{l}.received_recent"] = np.asarray(received_recent[l], dtype=np.float32).reshape(-1)
     return tensors
 
 
+def kv_heads(tensors, l):
+    """Layer l of a ragged KV frame -> [(k [slots, head_dim], v, pos [slots])] per KV head."""
+    counts = np.asarray(tensors[f"kv.{l}.slots"], dtype=np.int64)
+    ends = np.cumsum(counts)
+    k, v, pos = (tensors[f"kv.{l}.{x}"] for x in ("k", "v", "pos"))
+    if k.ndim != 2 or k.shape != v.shape or k.shape[0] != (ends[-1] if counts.size else 0) or pos.shape != k.shape[:1]:
+        raise ValueError(f"kv frame: layer {l}: shapes k {list(k.shape)}, v {list(v.shape)}, pos {list(pos.shape)}"
+                         f" for slots {counts.tolist()}")
+    return [(k[e - n:e], v[e - n:e], pos[e - n:e]) for n, e in zip(counts, ends)]
+
+
 def kv_from_tensors(tensors, n_layers):
-    """Frame tensors (kv.L.k/v/pos) -> a KV cache [KvLayer]."""
+    """Frame tensors (ragged, or the padded layout of before) -> a KV cache
+    [KvLayer], shorter heads padded with position -1."""
     kv = []
     for l in range(n_layers):
         try:
-            k, v, pos = (tensors[f"kv.{l}.{x}"] for x in ("k", "v", "pos"))
+            if f"kv.{l}.slots" not in tensors:
+                k, v, pos = (tensors[f"kv.{l}.{x}"] for x in ("k", "v", "pos"))
+                if k.shape != v.shape or k.shape[:2] != pos.shape:
+                    raise ValueError(f"kv frame: layer {l}: shapes k {list(k.shape)}, v {list(v.shape)}, "
+                                     f"pos {list(pos.shape)}")
+                kv.append(KvLayer(k=np.asarray(k), v=np.asarray(v), pos=np.asarray(pos, dtype=np.int32)))
+                continue
+            heads = kv_heads(tensors, l)
         except KeyError as e:
             raise ValueError(f"kv frame: missing tensor {e.args[0]}") from None
-        if k.shape != v.shape or k.shape[:2] != pos.shape:
-            raise ValueError(f"kv frame: layer {l}: shapes k {list(k.shape)}, v {list(v.shape)}, pos {list(pos.shape)}")
-        kv.append(KvLayer(k=np.asarray(k), v=np.asarray(v), pos=np.asarray(pos, dtype=np.int32)))
+        head_dim = tensors[f"kv.{l}.k"].shape[1]
+        longest = max([len(p) for _, _, p in heads] + [0])
+        k = np.zeros((len(heads), longest, head_dim), np.float32)
+        v = np.zeros_like(k)
+        pos = np.full((len(heads), longest), -1, np.int32)
+        for g, (hk, hv, hp) in enumerate(heads):
+            k[g, :len(hp)], v[g, :len(hp)], pos[g, :len(hp)] = hk, hv, hp
+        kv.append(KvLayer(k=k, v=v, pos=pos))
     return kv
 
 
@@ -1109,8 +1141,8 @@ def _frames(out, ids, meta, recent_queries):
                        dict(base, **{"heads.kind": "kv", "heads.policy": "full",
                                      "heads.recent_queries": str(recent_queries)})))
     for tensors, _ in frames:
-        for name in [n for n in tensors if n in out.bounds]:
-            tensors["bound." + name] = out.bounds[name].astype(np.float32)
+        for name in [n for n in tensors if n in out.bounds]:  # shaped as the frame's tensor (kv frames are ragged)
+            tensors["bound." + name] = out.bounds[name].astype(np.float32).reshape(tensors[name].shape)
     return frames
 
 

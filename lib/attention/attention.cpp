@@ -56,12 +56,13 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
             continue;
         }
         const float* k = kv.k + s * head_dim;
+        const float bias = slot_bias(kv.pos[s]);
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float* q = a.q + i * a.q_stride + heads[hi] * head_dim;
             float dot = 0;
 #pragma omp simd reduction(+ : dot)
             for (std::int64_t d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-            scores[hi * slots + s] = dot * scale;
+            scores[hi * slots + s] = dot * scale + bias;
         }
     }
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
@@ -167,14 +168,14 @@ struct BlockTask {
                   .m = rows, .n = kn, .k = head_dim, .b_transposed = true, .accumulate = false});
             // Causal without a mask is a limit per row; anything else is checked slot by slot.
             bool simple = !a.mask && a.sliding_window == 0;
-            for (std::int64_t c = 0; simple && c < kn; ++c) simple = kv.pos[k0 + c] != -1;
+            for (std::int64_t c = 0; simple && c < kn; ++c) simple = kv.pos[k0 + c] >= -2 && kv.pos[k0 + c] != -1;
             for (std::int64_t r = 0; r < rows; ++r) {
                 float* row = s + r * kBlockKeys;
                 const std::int64_t i = i0 + r % nq;
                 const std::int64_t limit = a.mask ? kn : std::clamp<std::int64_t>(base + i + 1 - k0, 0, kn);
                 if (!simple)
                     for (std::int64_t c = 0; c < limit; ++c)
-                        if (!visible(a, kv, base, k0 + c, i)) row[c] = kMinusInf;
+                        row[c] = visible(a, kv, base, k0 + c, i) ? row[c] + slot_bias(kv.pos[k0 + c]) : kMinusInf;
                 float top = m[r];
 #pragma omp simd reduction(max : top)
                 for (std::int64_t c = 0; c < limit; ++c) top = row[c] > top ? row[c] : top;

@@ -7,7 +7,9 @@
 //   - a slot from before this step is seen by every new query, except that a
 //     sliding window hides slots at a position <= query position - window
 //     (unused slots, position -1, are never seen; other negative positions
-//     mark synthetic slots, always seen);
+//     mark synthetic slots, always seen; a synthetic slot at position
+//     -(n + 1) stands for n dropped slots and its logit gets + log n, a
+//     compensation token);
 //   - new token j is seen by new query i when mask[i, j] (causal j <= i when
 //     there is no mask: a tree or Jacobi mask makes speculative verification
 //     one forward pass).

@@ -13,6 +13,13 @@ inline float scale_of(const AttentionArgs& a) {
     return a.scale != 0 ? a.scale : 1.0f / std::sqrt(float(a.head_dim));
 }
 
+// The additive logit bias of a slot: a synthetic slot at position -(n + 1)
+// stands for n dropped slots (RazorAttention's compensation token, whose
+// logit gets + log n); every other slot has none.
+inline float slot_bias(std::int32_t position) {
+    return position < -2 ? std::log(float(-std::int64_t(position) - 1)) : 0.0f;
+}
+
 // Whether new query i sees slot s of a KV head whose new block starts at `base`.
 inline bool visible(const AttentionArgs& a, const KvHeadView& kv, std::int64_t base, std::int64_t s, std::int64_t i) {
     const std::int32_t position = kv.pos[s];

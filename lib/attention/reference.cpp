@@ -33,7 +33,7 @@ void attention_reference(Context&, AttentionWorkspace&, const AttentionArgs& a) 
                 }
                 double dot = 0;
                 for (std::int64_t d = 0; d < a.head_dim; ++d) dot += double(q[d]) * kv.k[s * a.head_dim + d];
-                scores[std::size_t(s)] = dot * scale;
+                scores[std::size_t(s)] = dot * scale + slot_bias(kv.pos[s]);
                 top = std::max(top, scores[std::size_t(s)]);
             }
             double total = 0;

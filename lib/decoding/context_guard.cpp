@@ -51,6 +51,14 @@ void ContextGuard::make_room(Session& session, std::int64_t n) const {
     session.set_next_position(next - discard);
 }
 
+void ContextGuard::start(Session& session) const {
+    if (policy_) policy_->start(session.cache());
+}
+
+void ContextGuard::adopt(Session& session, const KvFrameContents& frame) const {
+    if (policy_) policy_->adopt(session.cache(), frame);
+}
+
 void ContextGuard::after_step(Session& session, std::int64_t new_tokens) const {
     if (policy_) policy_->apply(session.cache(), {session.next_position(), new_tokens, &model_.config().rope});
 }

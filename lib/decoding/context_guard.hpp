@@ -20,6 +20,12 @@ public:
 
     // Before a forward of n tokens at session.next_position() onwards.
     void make_room(Session& session, std::int64_t n) const;
+    // A sequence begins (from ids, in an empty session): the policy settles its budgets afresh.
+    void start(Session& session) const;
+    // The sequence goes on from a KV frame just loaded: the policy takes the frame's budgets and scores.
+    void adopt(Session& session, const KvFrameContents& frame) const;
+    // Whether the prompt runs whole before the policy acts (KvPolicy::reads_whole_prompt).
+    bool reads_whole_prompt() const { return policy_ && policy_->reads_whole_prompt(); }
     // After a step (a forward, then any keep_rows) that added `new_tokens`.
     void after_step(Session& session, std::int64_t new_tokens) const;
     // The most positions one step may use beyond next_position (for drafts).

@@ -7,6 +7,7 @@
 #include "decoding/speculative.hpp"
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
+#include "heads/kv_scores.hpp"
 #include "io/read_file.hpp"
 #include "tensor/error.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -63,7 +64,7 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
             throw UsageError(Param{"logit_bias"}, "token {} is out of range (vocabulary of {})", token,
                              model_->vocab_size());
 
-    policy_ = make_kv_policy(options.kv_policy);
+    policy_ = make_kv_policy_for(*model_, options.kv_policy);
     guard_ = std::make_unique<ContextGuard>(*model_, policy_.get(), options.keep);
     session_ = std::make_unique<Session>(model_, ctx);
     if (!options.mask_heads.empty()) session_->set_head_mask(head_mask(config, parse_head_list(options.mask_heads)));
@@ -76,7 +77,7 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
     } else if (!options.draft.empty()) {
         draft_model_ = Model::load(ctx, options.draft, load);
         check_same_tokenizer(*model_, *draft_model_);
-        draft_policy_ = make_kv_policy(options.kv_policy);
+        draft_policy_ = make_kv_policy_for(*draft_model_, options.kv_policy);
         draft_guard_ = std::make_unique<ContextGuard>(*draft_model_, draft_policy_.get(), options.keep);
         draft_ = std::make_unique<Session>(draft_model_, ctx);
         strategy_ =
@@ -99,7 +100,9 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         merge_head_masks(mask, top_heads_mask(config, table, options.contrast_by, options.contrast_top));
         masked_ = std::make_unique<Session>(model_, ctx);
         masked_->set_head_mask(std::move(mask));
-        strategy_ = make_plain(*session_, s, *guard_, masked_.get(), options.contrast);
+        masked_policy_ = make_kv_policy_for(*model_, options.kv_policy);
+        masked_guard_ = std::make_unique<ContextGuard>(*model_, masked_policy_.get(), options.keep);
+        strategy_ = make_plain(*session_, s, *guard_, masked_.get(), masked_guard_.get(), options.contrast);
     } else {
         strategy_ = make_plain(*session_, s, *guard_);
     }

@@ -63,8 +63,8 @@ public:
 private:
     DecodeOptions options_;
     std::shared_ptr<const Model> model_, draft_model_;
-    std::unique_ptr<KvPolicy> policy_, draft_policy_;
-    std::unique_ptr<ContextGuard> guard_, draft_guard_;
+    std::unique_ptr<KvPolicy> policy_, draft_policy_, masked_policy_;
+    std::unique_ptr<ContextGuard> guard_, draft_guard_, masked_guard_;
     std::unique_ptr<Session> session_, masked_, draft_;
     std::unique_ptr<Strategy> strategy_;
     std::uint64_t sequences_ = 0;

@@ -13,8 +13,9 @@ namespace {
 class Plain final : public Strategy {
 public:
     Plain(Session& session, const sampling::SamplingParams& sampling, const ContextGuard& guard, Session* masked,
-          const ContrastParams& contrast)
-        : session_(session), sampler_(sampling), guard_(guard), masked_(masked), contrast_(contrast) {}
+          const ContextGuard* masked_guard, const ContrastParams& contrast)
+        : session_(session), sampler_(sampling), guard_(guard), masked_guard_(masked_guard ? *masked_guard : guard),
+          masked_(masked), contrast_(contrast) {}
 
     std::string name() const override {
         return masked_ ? "contrast-heads (DeCoRe), " + sampler_.describe() : sampler_.describe();
@@ -23,7 +24,7 @@ public:
     void prime(std::span<const std::int32_t> prompt, const KvFrameContents* frame) override {
         prime_session(session_, prompt, frame, guard_);
         // The masked copy computes its own cache: masked heads change every later layer's keys.
-        if (masked_) prime_session(*masked_, prompt, nullptr, guard_);
+        if (masked_) prime_session(*masked_, prompt, nullptr, masked_guard_);
     }
 
     void run(Generation& gen) override {
@@ -47,9 +48,9 @@ private:
         guard_.after_step(session_, 1);
         ++stats_.forwards;
         if (!masked_) return full;
-        guard_.make_room(*masked_, 1);
+        masked_guard_.make_room(*masked_, 1);
         const auto masked = masked_->forward(request_for(one)).logits;
-        guard_.after_step(*masked_, 1);
+        masked_guard_.after_step(*masked_, 1);
         return contrast(full, masked);
     }
 
@@ -68,6 +69,7 @@ private:
     Session& session_;
     sampling::Sampler sampler_;
     const ContextGuard& guard_;
+    const ContextGuard& masked_guard_;
     Session* masked_;
     ContrastParams contrast_;
     std::vector<float> work_, probs_, contrasted_;
@@ -76,8 +78,9 @@ private:
 }  // namespace
 
 std::unique_ptr<Strategy> make_plain(Session& session, const sampling::SamplingParams& sampling,
-                                     const ContextGuard& guard, Session* masked, const ContrastParams& contrast) {
-    return std::make_unique<Plain>(session, sampling, guard, masked, contrast);
+                                     const ContextGuard& guard, Session* masked, const ContextGuard* masked_guard,
+                                     const ContrastParams& contrast) {
+    return std::make_unique<Plain>(session, sampling, guard, masked, masked_guard, contrast);
 }
 
 }  // namespace heads::decoding

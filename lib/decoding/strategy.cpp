@@ -12,16 +12,21 @@ std::int64_t prime_session(Session& session, std::span<const std::int32_t> promp
     if (frame) {
         if (hidden) throw UsageError("contrastive search needs the prompt's hidden states: give ids, not a KV frame");
         session.load_cache(*frame, "the prompt's KV frame");
+        guard.adopt(session, *frame);
         // The last token runs again (a frame keeps no logits): drop its position.
         session.truncate(session.next_position() - 1);
         guard.after_step(session, 0);
         return 0;
     }
     session.truncate(0);
+    guard.start(session);
     if (hidden) hidden->clear();
     constexpr std::int64_t kChunk = 1024;
     std::int64_t forwards = 0;
-    const auto body = prompt.first(prompt.size() - 1);
+    // The last token runs in the strategy's first step (for its logits); a
+    // policy that reads the whole prompt sees it run here first, as a frame's.
+    const bool whole = !hidden && guard.reads_whole_prompt();
+    const auto body = whole ? prompt : prompt.first(prompt.size() - 1);
     for (std::size_t at = 0; at < body.size();) {
         guard.make_room(session, 1);
         const auto n = std::size_t(std::min({kChunk, guard.room(session), std::int64_t(body.size() - at)}));
@@ -30,8 +35,13 @@ std::int64_t prime_session(Session& session, std::span<const std::int32_t> promp
         const auto result = session.forward(request);
         ++forwards;
         if (hidden) hidden->insert(hidden->end(), result.hidden.begin(), result.hidden.end());
-        guard.after_step(session, std::int64_t(n));
         at += n;
+        if (whole && at == body.size()) {
+            session.truncate(session.next_position() - 1);
+            guard.after_step(session, std::int64_t(n) - 1);
+        } else {
+            guard.after_step(session, std::int64_t(n));
+        }
     }
     return forwards;
 }

@@ -67,9 +67,11 @@ struct ContrastParams {
 //   z = (1 + a) z_full - a z_masked,  a = alpha * H(p_full) / ln(vocab_size)
 // (the entropy-scaled contrast of DeCoRe_entropy, normalized so that alpha is
 // the contrast at maximal entropy), then the sampling chain on z.
+// masked, masked_guard: DeCoRe's masked copy and the guard of its own KV
+// policy (a policy settles per-sequence state, such as budgets, per session).
 std::unique_ptr<Strategy> make_plain(Session& session, const sampling::SamplingParams& sampling,
                                      const ContextGuard& guard, Session* masked = nullptr,
-                                     const ContrastParams& contrast = {});
+                                     const ContextGuard* masked_guard = nullptr, const ContrastParams& contrast = {});
 
 struct BeamOptions {
     int beams = 1;

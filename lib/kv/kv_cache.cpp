@@ -56,8 +56,9 @@ void KvCache::reserve(std::int64_t layer, std::int64_t g, std::int64_t slots) {
     h.capacity = capacity;
 }
 
-void KvCache::track_received(bool on) {
+void KvCache::track_received(bool on, std::int64_t recent_queries) {
     track_received_ = on;
+    received_window_ = on ? recent_queries : 0;
     if (!on) return;
     for (auto& h : heads_) {
         h.received.reserve(std::size_t(h.capacity));
@@ -143,7 +144,8 @@ void KvCache::clear() {
 void KvCache::copy_from(const KvCache& other) {
     if (other.kv_head_counts_ != kv_head_counts_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
-    if (other.track_received_ != track_received_) track_received(other.track_received_);
+    if (other.track_received_ != track_received_ || other.received_window_ != received_window_)
+        track_received(other.track_received_, other.received_window_);
     for (std::int64_t l = 0; l < n_layers(); ++l)
         for (std::int64_t g = 0; g < n_kv_heads(l); ++g) {
             const KvHead& from = other.head(l, g);

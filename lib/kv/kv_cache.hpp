@@ -48,10 +48,13 @@ public:
     std::int32_t max_position() const;
 
     // Whether attention adds the mass each slot receives to KvHead::received
-    // at every step (for policies that rank slots by it, such as H2O).
+    // at every step (for policies that rank slots by it, such as H2O), from
+    // every query of a step, or with recent_queries > 0 from its last
+    // recent_queries queries only (SnapKV's observation window).
     // Turning it on starts every count at 0.
-    void track_received(bool on);
+    void track_received(bool on, std::int64_t recent_queries = 0);
     bool tracks_received() const { return track_received_; }
+    std::int64_t received_window() const { return received_window_; }
 
     // Room for `more` new slots in every head, growing storage if needed.
     void reserve_more(std::int64_t more);
@@ -88,6 +91,7 @@ private:
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
     bool track_received_ = false;
+    std::int64_t received_window_ = 0;
     std::vector<KvHead> heads_;
 };
 

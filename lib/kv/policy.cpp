@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "io/number.hpp"
+#include "kv/head_policy.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -90,8 +91,9 @@ std::int64_t window_count(std::string_view text, std::string_view what) {
 
 }  // namespace
 
-std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name) {
+std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name, const KvHeadScores& head_scores) {
     if (name == "full" || name.empty()) return std::make_unique<FullPolicy>();
+    if (is_head_policy(name)) return make_head_policy(parse_head_policy(name), head_scores);
     if (name.starts_with("window:")) {
         const auto args = name.substr(7);
         const auto colon = args.find(':');
@@ -102,7 +104,15 @@ std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name) {
         if (recent < 1) throw Error("KV cache policy '{}': the recent window must hold at least 1 position", name);
         return std::make_unique<WindowPolicy>(sink, recent);
     }
-    throw Error("unknown KV cache policy '{}' (heads knows: full, window:SINK:RECENT)", name);
+    throw Error("unknown KV cache policy '{}' (heads knows: full, window:SINK:RECENT, and with budget=B: window, h2o, "
+                "snapkv, pyramid, adakv, headkv, razor, duo)",
+                name);
+}
+
+KvPolicyTable kv_policy_table(std::string_view name) {
+    if (!is_head_policy(name)) return {};
+    const HeadPolicySpec spec = parse_head_policy(name);
+    return {spec.scores, spec.by};
 }
 
 void shift_positions(KvCache& cache, std::int32_t from, std::int32_t delta, const Rope& rope) {

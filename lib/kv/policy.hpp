@@ -9,8 +9,10 @@
 // new positions and re-rotates their keys (keys are stored after RoPE) with
 // the model's RoPE, which the step gives it.
 //
-// Policies heads knows:
+// Policies heads knows (man/compress-kv.1 has every parameter):
 //   full                 keep everything
+//   NAME:budget=B[:KEY=VALUE...]  a slot budget per KV head (head_policy.hpp):
+//                        window, h2o, snapkv, pyramid, adakv, headkv, razor, duo
 //   window:SINK:RECENT   StreamingLLM (Xiao et al. 2024): the first SINK slots
 //                        of every head (attention sinks) and the slots of the
 //                        last RECENT positions. As StreamingLLM does, the
@@ -27,8 +29,10 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kv/kv_cache.hpp"
+#include "kv/kv_frame.hpp"
 #include "ops/rope.hpp"
 
 namespace heads {
@@ -52,6 +56,20 @@ public:
     // The most positions, counted back from the next one, the model may look
     // at under this policy (0: no bound); decode checks it fits the context.
     virtual std::int64_t span() const { return 0; }
+    // A new sequence begins in `cache` (empty): forget what the last one
+    // settled (budgets) and make the cache track what the policy ranks by.
+    virtual void start(KvCache&) {}
+    // The sequence goes on from a KV frame whose cache is now `cache`: take
+    // the frame's budgets (when it was made by this policy) and its scores.
+    virtual void adopt(KvCache&, const KvFrameContents&) {}
+    // Whether decode, from ids, runs the whole prompt (its last token too)
+    // before the policy first acts, then drops the last token's slots and
+    // runs that token again, as it does with a KV frame: the policy then
+    // sees the same cache and the same attention received from ids as from
+    // infer --kv's frame through compress-kv.
+    virtual bool reads_whole_prompt() const { return false; }
+    // The slot budget of each KV head, once settled (written to KV frames), else null.
+    virtual const KvBudgets* budgets() const { return nullptr; }
 };
 
 // Keeps everything.
@@ -61,9 +79,21 @@ public:
     void apply(KvCache&, const KvStep&) override {}
 };
 
-// The policy a heads.policy value names; throws heads::Error for one it does
-// not know or bad arguments.
-std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name);
+// A head-table column per KV head ([n_layers][n_kv_heads_l]): what the
+// head-aware policies (headkv, razor, duo) allot budgets by.
+using KvHeadScores = std::vector<std::vector<double>>;
+
+// The policy a heads.policy value (or decode --kv-policy SPEC) names; throws
+// heads::Error for one it does not know or bad arguments. head_scores: the
+// column a head-aware policy names with by=COLUMN, when it has to settle
+// budgets itself (not needed to go on from a frame that carries them).
+std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name, const KvHeadScores& head_scores = {});
+
+// The head table a spec reads (scores=FILE) and its column (by=COLUMN); empty when none.
+struct KvPolicyTable {
+    std::string file, column;
+};
+KvPolicyTable kv_policy_table(std::string_view name);
 
 // Moves every slot whose position is >= `from` by `delta` positions,
 // re-rotating its key: llama.cpp's context shift (decode --keep).

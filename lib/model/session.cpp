@@ -229,10 +229,13 @@ void Session::wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, 
             probe.tokens = probes->tokens;
         }
     }
-    if (cache_.tracks_received() && !probe.received) {  // the step's mass, for add_received
+    // The step's mass, for add_received: from every query, or from the cache's window of last queries.
+    const std::int64_t window = cache_.received_window();
+    if (cache_.tracks_received() && !(window > 0 ? probe.received_recent : probe.received)) {
         received_.reserve(std::size_t(n_kv_heads * key_slots));
         std::fill(received_.data(), received_.data() + n_kv_heads * key_slots, 0.0f);
-        probe.received = received_.data();
+        (window > 0 ? probe.received_recent : probe.received) = received_.data();
+        if (window > 0) probe.recent_queries = window;
         probe.slot_stride = key_slots;
     }
 }
@@ -240,20 +243,23 @@ void Session::wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, 
 void Session::add_received(std::int64_t l, const AttentionProbe& probe) {
     for (std::int64_t g = 0; g < cache_.n_kv_heads(l); ++g) {
         KvHead& head = cache_.head(l, g);
-        const float* mass = probe.received + g * probe.slot_stride;
+        const float* mass = (cache_.received_window() > 0 ? probe.received_recent : probe.received) + g * probe.slot_stride;
         for (std::int64_t s = 0; s < head.slots; ++s) head.received.data()[s] += mass[s];
     }
 }
 
-void Session::load_cache(const KvFrameContents& frame, const std::string& where) {
-    const LlamaConfig& c = model_->config();
-    if (frame.info.model != model_->fingerprint())
+void check_kv_frame(const Model& model, const KvFrameContents& frame, const std::string& where) {
+    if (frame.info.model != model.fingerprint())
         throw Error("{}: the KV frame is from model {}, not from this model ({}, {})", where, frame.info.model,
-                    model_->fingerprint(), model_->dir().string());
-    if (frame.cache.kv_head_counts() != cache_.kv_head_counts())
+                    model.fingerprint(), model.dir().string());
+    if (frame.cache.kv_head_counts() != kv_head_counts(model.config()))
         throw Error("{}: the KV frame's KV heads per layer differ from the model's", where);
-    if (frame.cache.head_dim() != c.head_dim && frame.cache.total_slots() > 0)
-        throw Error("{}: the KV frame has head_dim {}, the model {}", where, frame.cache.head_dim(), c.head_dim);
+    if (frame.cache.head_dim() != model.config().head_dim && frame.cache.total_slots() > 0)
+        throw Error("{}: the KV frame has head_dim {}, the model {}", where, frame.cache.head_dim(), model.config().head_dim);
+}
+
+void Session::load_cache(const KvFrameContents& frame, const std::string& where) {
+    check_kv_frame(*model_, frame, where);
     cache_.copy_from(frame.cache);
     const std::int64_t top = cache_.max_position() + 1;
     next_position_ = std::max<std::int64_t>(std::int64_t(frame.info.tokens.size()), top);

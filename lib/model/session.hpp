@@ -61,6 +61,10 @@ struct SessionOptions {
     std::int64_t capacity = 0;  // slots reserved per KV head up front; 0: min(context length, 4096)
 };
 
+// Throws heads::Error "WHERE: ..." when a KV frame is from another model
+// (fingerprint) or its layout differs from the model's.
+void check_kv_frame(const Model& model, const KvFrameContents& frame, const std::string& where);
+
 class Session {
 public:
     Session(std::shared_ptr<const Model> model, Context& ctx, const SessionOptions& options = {});

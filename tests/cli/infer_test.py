@@ -112,8 +112,8 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     kv_tensors, kv_meta = frames[3]
     report(kv_meta["heads.kind"] == "kv" and kv_meta["heads.policy"] == "full" and kv_meta["heads.recent_queries"] == "32"
            and kv_meta["heads.tokens"] == " ".join(map(str, lines[1])), "kv frame metadata")
-    report(kv_tensors["kv.0.k"].shape == (2, 21, 16) and np.array_equal(kv_tensors["kv.1.pos"], np.tile(np.arange(21), (2, 1))),
-           "kv frame shapes and positions")
+    report(kv_tensors["kv.0.k"].shape == (2 * 21, 16) and list(kv_tensors["kv.0.slots"]) == [21, 21]
+           and np.array_equal(kv_tensors["kv.1.pos"], np.tile(np.arange(21), 2)), "kv frame shapes (ragged) and positions")
     received = kv_tensors["kv.0.received"]
     report(abs(received.sum() - 4 * 21) < 1e-3, "received mass sums to query heads x queries")
     frame_path = os.path.join(tmp, "kv.safetensors")

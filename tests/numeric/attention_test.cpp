@@ -273,3 +273,68 @@ TEST_CASE("same result for any thread count, bit-identical for the same count") 
     for (std::size_t i = 0; i < one.size(); ++i) worst = std::max(worst, double(std::abs(one[i] - two[i])));
     CHECK(worst < 1e-6);
 }
+
+TEST_CASE("a compensation slot at -(n+1) attends as n copies of its key and value, fast path and reference") {
+    std::mt19937 rng(77);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const std::int64_t hd = 8, real = 5;
+    for (const std::int64_t n_new : {1, 3, 40})
+        for (const std::int32_t n : {1, 2, 9}) {
+            CAPTURE(n_new);
+            CAPTURE(n);
+            std::vector<float> k_mean(hd), v_mean(hd), q(std::size_t(n_new * hd));
+            for (auto& x : k_mean) x = normal(rng);
+            for (auto& x : v_mean) x = normal(rng);
+            for (auto& x : q) x = normal(rng) * 2.0f;
+            // copies: the real slots, n slots holding the mean, the new tokens; folded: one slot for the n.
+            std::vector<float> k_copies, v_copies, k_folded, v_folded;
+            std::vector<std::int32_t> pos_copies, pos_folded;
+            const auto add = [&](std::vector<float>& k, std::vector<float>& v, std::vector<std::int32_t>& pos,
+                                 const float* kx, const float* vx, std::int32_t p) {
+                k.insert(k.end(), kx, kx + hd), v.insert(v.end(), vx, vx + hd), pos.push_back(p);
+            };
+            std::vector<float> row_k(hd), row_v(hd);
+            std::vector<std::vector<float>> real_k, real_v;
+            for (std::int64_t s = 0; s < real + n_new; ++s) {
+                for (auto& x : row_k) x = normal(rng);
+                for (auto& x : row_v) x = normal(rng);
+                real_k.push_back(row_k), real_v.push_back(row_v);
+            }
+            for (std::int64_t s = 0; s < real; ++s) {
+                add(k_copies, v_copies, pos_copies, real_k[std::size_t(s)].data(), real_v[std::size_t(s)].data(), std::int32_t(s));
+                add(k_folded, v_folded, pos_folded, real_k[std::size_t(s)].data(), real_v[std::size_t(s)].data(), std::int32_t(s));
+            }
+            for (std::int32_t c = 0; c < n; ++c) add(k_copies, v_copies, pos_copies, k_mean.data(), v_mean.data(), std::int32_t(real + c));
+            add(k_folded, v_folded, pos_folded, k_mean.data(), v_mean.data(), -(n + 1));
+            std::vector<std::int32_t> positions;
+            for (std::int64_t i = 0; i < n_new; ++i) {
+                const auto p = std::int32_t(real + n + i);
+                positions.push_back(p);
+                add(k_copies, v_copies, pos_copies, real_k[std::size_t(real + i)].data(), real_v[std::size_t(real + i)].data(), p);
+                add(k_folded, v_folded, pos_folded, real_k[std::size_t(real + i)].data(), real_v[std::size_t(real + i)].data(), p);
+            }
+            const std::vector<std::int32_t> kv_head_of{0, 0};
+            const auto run = [&](const std::vector<float>& k, const std::vector<float>& v, const std::vector<std::int32_t>& pos,
+                                 bool reference) {
+                std::vector<float> out(std::size_t(n_new * 2 * hd), 99.0f), two_q;
+                for (std::int64_t i = 0; i < n_new; ++i)
+                    for (int h = 0; h < 2; ++h) two_q.insert(two_q.end(), q.begin() + i * hd, q.begin() + (i + 1) * hd);
+                const std::vector<KvHeadView> views{{k.data(), v.data(), pos.data(), std::int64_t(pos.size())}};
+                AttentionArgs args;
+                args.out = out.data(), args.out_stride = 2 * hd, args.q = two_q.data(), args.q_stride = 2 * hd;
+                args.n_new = n_new, args.head_dim = hd, args.kv_head_of = kv_head_of, args.kv = views;
+                args.positions = positions;
+                Context ctx(1);
+                AttentionWorkspace ws;
+                (reference ? attention_reference : attention)(ctx, ws, args);
+                return out;
+            };
+            for (const bool reference : {false, true}) {
+                const auto copies = run(k_copies, v_copies, pos_copies, reference);
+                const auto folded = run(k_folded, v_folded, pos_folded, reference);
+                double worst = 0;
+                for (std::size_t i = 0; i < copies.size(); ++i) worst = std::max(worst, double(std::abs(copies[i] - folded[i])));
+                CHECK(worst <= (reference ? 1e-6 : 2e-5));
+            }
+        }
+}

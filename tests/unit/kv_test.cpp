@@ -1,11 +1,17 @@
 // lib/kv: slot edits of the per-head cache and KV frames, ragged heads included.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "kv/kv_cache.hpp"
+#include "kv/compress.hpp"
+#include "kv/head_policy.hpp"
 #include "kv/kv_frame.hpp"
+#include "safetensors/write.hpp"
 #include "kv/policy.hpp"
 #include "ops/rope.hpp"
 #include "safetensors/keys.hpp"
@@ -85,20 +91,26 @@ TEST_CASE("keep selects slots in any order; storage grows keeping the contents")
     CHECK(cache.head(0, 0).k.data()[0] == 500.0f);
 }
 
-TEST_CASE("a ragged cache survives a KV frame round trip, with its padding") {
+TEST_CASE("a ragged cache survives a KV frame round trip, each head stored with only its slots") {
     KvCache cache({2, 0}, 3);
     fill(cache, 0, 0, {0, 1, 2, 3});
     fill(cache, 0, 1, {0, 3});
-    const Frame frame = kv_to_frame(cache, {"0123456789abcdef", {1, 2, 3, 4}, "window"});
+    KvFrameInfo info{"0123456789abcdef", {1, 2, 3, 4}, "window", {{6, -1}, {}}};
+    const Frame frame = kv_to_frame(cache, info);
     CHECK(frame.meta(keys::kind) == "kv");
     CHECK(frame.meta(keys::tokens) == "1 2 3 4");
-    CHECK(frame.at("kv.0.k").shape() == Shape{2, 4, 3});
-    CHECK(frame.at("kv.1.k").shape() == Shape{0, 0, 3});
+    CHECK(frame.at("kv.0.k").shape() == Shape{6, 3});
+    CHECK(frame.at("kv.1.k").shape() == Shape{0, 3});
+    const auto slots = frame.at("kv.0.slots").data<std::int32_t>();
+    CHECK(std::vector<std::int32_t>(slots.begin(), slots.end()) == std::vector<std::int32_t>{4, 2});
     const auto pos = frame.at("kv.0.pos").data<std::int32_t>();
-    CHECK(std::vector<std::int32_t>(pos.begin(), pos.end()) == std::vector<std::int32_t>{0, 1, 2, 3, 0, 3, -1, -1});
+    CHECK(std::vector<std::int32_t>(pos.begin(), pos.end()) == std::vector<std::int32_t>{0, 1, 2, 3, 0, 3});
+    // No padding: the data is the kept slots (keys, values, positions) plus the slot counts and budgets.
+    CHECK(frame_data_bytes(frame) == 6 * (2 * 3 * 4 + 4) + 2 * 4 * 2);
     const KvFrameContents back = kv_from_frame(frame, "frame");
     CHECK(back.info.model == "0123456789abcdef");
     CHECK(back.info.policy == "window");
+    CHECK(back.info.budgets == KvBudgets{{6, -1}, {}});
     CHECK(kv_frame_policy(frame) == "window");
     Frame unnamed = frame;
     unnamed.metadata.erase(std::string(keys::policy));
@@ -107,6 +119,27 @@ TEST_CASE("a ragged cache survives a KV frame round trip, with its padding") {
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
     CHECK(back.cache.head(0, 1).k.data()[4] == 301.0f);
     CHECK(back.cache.kv_head_counts() == std::vector<std::int64_t>{2, 0});
+}
+
+TEST_CASE("a KV frame in the padded layout of before is still read, its padding dropped") {
+    Frame frame;
+    frame.metadata = {{std::string(keys::kind), "kv"}, {std::string(keys::model), "m"}, {std::string(keys::tokens), "1 2 3"}};
+    Tensor k = Tensor::zeros(DType::F32, {2, 3, 1}), v = Tensor::zeros(DType::F32, {2, 3, 1});
+    for (int i = 0; i < 6; ++i) k.mutable_data<float>()[std::size_t(i)] = float(i);
+    Tensor pos = Tensor::zeros(DType::I32, {2, 3});
+    const std::vector<std::int32_t> positions_padded = {0, 1, 2, 0, 2, -1};
+    std::copy(positions_padded.begin(), positions_padded.end(), pos.mutable_data<std::int32_t>().begin());
+    Tensor received = Tensor::zeros(DType::F32, {2, 3});
+    received.mutable_data<float>()[4] = 0.5f;
+    frame.add("kv.0.k", k);
+    frame.add("kv.0.v", v);
+    frame.add("kv.0.pos", pos);
+    frame.add("kv.0.received", received);
+    const KvFrameContents back = kv_from_frame(frame, "old");
+    CHECK(positions(back.cache, 0, 0) == std::vector<std::int32_t>{0, 1, 2});
+    CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 2});
+    CHECK(back.cache.head(0, 1).k.data()[1] == 4.0f);
+    CHECK(back.received.at(0) == std::vector<float>{0, 0, 0, 0, 0.5f});
 }
 
 TEST_CASE("bad KV frames are refused with their reason") {
@@ -119,11 +152,32 @@ TEST_CASE("bad KV frames are refused with their reason") {
     Frame bad_tokens = frame;
     bad_tokens.metadata[std::string(keys::tokens)] = "1 x";
     CHECK_THROWS_WITH_AS(kv_from_frame(bad_tokens, "f"), doctest::Contains("heads.tokens"), Error);
-    Frame no_pos;
-    no_pos.metadata = frame.metadata;
-    no_pos.add("kv.0.k", frame.at("kv.0.k"));
-    no_pos.add("kv.0.v", frame.at("kv.0.v"));
-    CHECK_THROWS_WITH_AS(kv_from_frame(no_pos, "f"), doctest::Contains("has kv.0.k but not kv.0.v and kv.0.pos"), Error);
+    const auto without = [&](std::vector<std::string> names, std::vector<std::pair<std::string, Tensor>> extra) {
+        Frame out;
+        out.metadata = frame.metadata;
+        for (const auto& [name, tensor] : frame)
+            if (std::find(names.begin(), names.end(), name) == names.end()) out.add(name, tensor);
+        for (auto& [name, tensor] : extra) out.add(name, tensor);
+        return out;
+    };
+    CHECK_THROWS_WITH_AS(kv_from_frame(without({"kv.0.pos"}, {}), "f"),
+                         doctest::Contains("has kv.0.slots but not kv.0.k, kv.0.v and kv.0.pos"), Error);
+    Tensor three = Tensor::zeros(DType::I32, {1});
+    three.mutable_data<std::int32_t>()[0] = 3;
+    CHECK_THROWS_WITH_AS(kv_from_frame(without({"kv.0.slots"}, {}), "f"), doctest::Contains("kv.0.k [2, 2]"), Error);
+    Frame more_slots = without({"kv.0.slots", "kv.0.k", "kv.0.v", "kv.0.pos"},
+                               {{"kv.0.slots", three}, {"kv.0.k", frame.at("kv.0.k")}, {"kv.0.v", frame.at("kv.0.v")},
+                                {"kv.0.pos", frame.at("kv.0.pos")}});
+    CHECK_THROWS_WITH_AS(kv_from_frame(more_slots, "f"), doctest::Contains("[3, head_dim] (the sum of kv.0.slots)"), Error);
+    Tensor negative = Tensor::zeros(DType::I32, {1});
+    negative.mutable_data<std::int32_t>()[0] = -2;
+    CHECK_THROWS_WITH_AS(kv_from_frame(without({}, {{"kv.0.budget", negative}}), "f"),
+                         doctest::Contains("kv.0.budget holds -2"), Error);
+    CHECK_THROWS_WITH_AS(kv_from_frame(without({}, {{"kv.0.score", Tensor::zeros(DType::F32, {3})}}), "f"),
+                         doctest::Contains("kv.0.score must be F32 [2]"), Error);
+    negative.mutable_data<std::int32_t>()[0] = -1;
+    CHECK_THROWS_WITH_AS(kv_from_frame(without({"kv.0.slots"}, {{"kv.0.slots", negative}}), "f"),
+                         doctest::Contains("kv.0.slots holds a negative count"), Error);
 }
 
 TEST_CASE("policies are made back from their heads.policy name") {
@@ -133,7 +187,7 @@ TEST_CASE("policies are made back from their heads.policy name") {
     fill(cache, 0, 0, {0, 1, 2});
     full->apply(cache, {3, 1});
     CHECK(cache.total_slots() == 3);
-    CHECK_THROWS_WITH_AS(make_kv_policy("razor:0.3"), "unknown KV cache policy 'razor:0.3' (heads knows: full, window:SINK:RECENT)", Error);
+    CHECK_THROWS_WITH_AS(make_kv_policy("lru:budget=3"), doctest::Contains("unknown KV cache policy 'lru:budget=3'"), Error);
 }
 
 // KV policies: window eviction with sink re-rotation, position shifts.
@@ -227,4 +281,211 @@ TEST_CASE("kv policy: shift_positions moves and re-rotates what follows a positi
     const KvHead& head = cache.head(0, 0);
     const auto expected = key_at(5, 2);
     for (int i = 0; i < kHeadDim; ++i) CHECK(head.k.data()[5 * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
+}
+
+// Budgeted policies (head_policy.hpp): what every one of them guarantees.
+namespace {
+
+// n_layers layers of n_kv_heads heads, positions 0..n-1, keys and values from
+// a fixed pseudo-random sequence, received mass tracked (random, so rankings differ by head).
+KvCache random_cache(std::int64_t n_layers, std::int64_t n_kv_heads, std::int32_t n, std::int64_t window = 0) {
+    KvCache cache(std::vector<std::int64_t>(std::size_t(n_layers), n_kv_heads), 4);
+    cache.track_received(true, window);
+    std::uint32_t state = 12345;
+    const auto next = [&] { return float((state = state * 1664525u + 1013904223u) >> 8) / float(1 << 24); };
+    std::vector<float> k(std::size_t(n) * 4), v(std::size_t(n) * 4);
+    std::vector<std::int32_t> at(static_cast<std::size_t>(n));
+    for (std::int64_t l = 0; l < n_layers; ++l)
+        for (std::int64_t g = 0; g < n_kv_heads; ++g) {
+            for (auto& x : k) x = next() - 0.5f;
+            for (auto& x : v) x = next() - 0.5f;
+            for (std::int32_t p = 0; p < n; ++p) at[std::size_t(p)] = p;
+            cache.append(l, g, k.data(), v.data(), 4, at);
+            for (std::int32_t s = 0; s < n; ++s) cache.head(l, g).received.data()[s] = next();
+        }
+    return cache;
+}
+
+KvHeadScores column(std::int64_t n_layers, std::int64_t n_kv_heads) {
+    KvHeadScores scores;
+    for (std::int64_t l = 0; l < n_layers; ++l) {
+        auto& layer = scores.emplace_back();
+        for (std::int64_t g = 0; g < n_kv_heads; ++g) layer.push_back(double((l * 7 + g * 3) % 5) / 4.0);
+    }
+    return scores;
+}
+
+bool holds(const KvHead& head, std::int32_t position) {
+    return std::find(head.pos.data(), head.pos.data() + head.slots, position) != head.pos.data() + head.slots;
+}
+
+}  // namespace
+
+TEST_CASE("kv policy: every budgeted policy keeps sinks and recent positions and respects each head's budget") {
+    const Rope rope = test_rope();
+    for (const char* spec :
+         {"window:budget=25%", "h2o:budget=25%", "snapkv:budget=25%", "pyramid:budget=25%", "adakv:budget=25%",
+          "headkv:budget=25%:by=x", "razor:budget=25%:by=x", "duo:budget=25%:by=x", "h2o:budget=20:sink=2:recent=5",
+          "razor:budget=10%:by=x:protect=30%"}) {
+        CAPTURE(spec);
+        const auto policy = make_kv_policy(spec, column(3, 4));
+        const HeadPolicySpec parsed = parse_head_policy(spec);
+        KvCache cache = random_cache(3, 4, 80, parsed.method == "h2o" ? 0 : parsed.window);
+        policy->apply(cache, {80, 80, &rope});
+        REQUIRE(policy->budgets());
+        const KvBudgets budgets = *policy->budgets();
+        std::int64_t whole = 0;
+        // Then decode's steps: one new token at a time, the policy after each.
+        for (std::int32_t step = 0; step <= 12; ++step) {
+            const std::int32_t next = 80 + step;
+            for (std::int64_t l = 0; l < 3; ++l)
+                for (std::int64_t g = 0; g < 4; ++g) {
+                    const KvHead& head = cache.head(l, g);
+                    const std::int32_t budget = budgets[std::size_t(l)][std::size_t(g)];
+                    if (budget < 0) {
+                        CHECK(head.slots == next);
+                        whole += step == 0;
+                        continue;
+                    }
+                    CHECK(budget >= parsed.sink + parsed.recent);
+                    CHECK(head.slots <= budget);
+                    for (std::int32_t p = 0; p < parsed.sink; ++p) CHECK(holds(head, p));
+                    for (std::int32_t p = next - std::int32_t(parsed.recent); p < next; ++p) CHECK(holds(head, p));
+                }
+            if (step == 12) break;
+            for (std::int64_t l = 0; l < 3; ++l)
+                for (std::int64_t g = 0; g < 4; ++g) {
+                    const float kv[4] = {0.1f, 0.2f, 0.3f, 0.4f};
+                    cache.append(l, g, kv, kv, 4, std::vector<std::int32_t>{next});
+                }
+            policy->apply(cache, {next + 1, 1, &rope});
+        }
+        if (parsed.method == "razor" || parsed.method == "duo") CHECK(whole == std::llround(parsed.protect * 12));
+        else CHECK(whole == 0);
+    }
+}
+
+TEST_CASE("kv policy: budgets as shares, per layer (pyramid), per head (adakv, headkv), and the total they keep") {
+    const Rope rope = test_rope();
+    const auto kept = [&](const char* spec) {
+        KvCache cache = random_cache(4, 4, 100, 32);
+        make_kv_policy(spec, column(4, 4))->apply(cache, {100, 100, &rope});
+        return cache;
+    };
+    KvCache uniform = kept("snapkv:budget=30%");
+    CHECK(uniform.total_slots() == 16 * 30);
+    KvCache pyramid = kept("pyramid:budget=30%");
+    CHECK(pyramid.head(0, 0).slots > pyramid.head(3, 0).slots);  // lower layers keep more
+    CHECK(std::abs(pyramid.total_slots() - 16 * 30) <= 16);      // the same total, but for rounding
+    KvCache adakv = kept("adakv:budget=30%");
+    CHECK(adakv.total_slots() == 16 * 30);
+    std::int64_t least = 100, most = 0;
+    for (std::int64_t g = 0; g < 4; ++g) least = std::min(least, adakv.head(1, g).slots), most = std::max(most, adakv.head(1, g).slots);
+    CHECK(least >= 12);  // the floor: sink + recent, above 0.2 x 30
+    KvCache headkv = kept("headkv:budget=30%:by=x");
+    CHECK(headkv.head(0, 1).slots > headkv.head(0, 0).slots);  // column 3/4 against 0
+}
+
+TEST_CASE("kv policy: razor folds the dropped slots into one compensation slot: their mean at -(n+1)") {
+    const Rope rope = test_rope();
+    KvCache cache = random_cache(1, 2, 30);
+    KvHeadScores scores{{1.0, 0.0}};
+    KvCache before = random_cache(1, 2, 30);
+    make_kv_policy("razor:budget=16:sink=2:recent=3:by=x:protect=50%", scores)->apply(cache, {30, 0, &rope});
+    CHECK(cache.head(0, 0).slots == 30);  // protected
+    const KvHead& head = cache.head(0, 1);
+    // Budget: (16 x 2 - 30) / 1 = 2, raised to sink + recent + 1.
+    REQUIRE(head.slots == 6);
+    CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{0, 1, 27, 28, 29, -26});
+    for (int d = 0; d < 4; ++d) {
+        double k = 0, v = 0;
+        for (int s = 2; s < 27; ++s) k += before.head(0, 1).k.data()[s * 4 + d], v += before.head(0, 1).v.data()[s * 4 + d];
+        CHECK(head.k.data()[5 * 4 + d] == doctest::Approx(k / 25).epsilon(1e-6));
+        CHECK(head.v.data()[5 * 4 + d] == doctest::Approx(v / 25).epsilon(1e-6));
+    }
+}
+
+TEST_CASE("kv policy: a cache within its budgets is left bit for bit as it was (full, and nothing to drop)") {
+    const Rope rope = test_rope();
+    for (const char* spec : {"full", "razor:budget=100%:by=x", "h2o:budget=40", "snapkv:budget=100%"}) {
+        CAPTURE(spec);
+        KvCache cache = random_cache(2, 3, 40, 32), same = random_cache(2, 3, 40, 32);
+        make_kv_policy(spec, column(2, 3))->apply(cache, {40, 40, &rope});
+        for (std::int64_t l = 0; l < 2; ++l)
+            for (std::int64_t g = 0; g < 3; ++g) {
+                const KvHead &a = cache.head(l, g), &b = same.head(l, g);
+                REQUIRE(a.slots == b.slots);
+                CHECK(std::memcmp(a.k.data(), b.k.data(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
+                CHECK(std::memcmp(a.v.data(), b.v.data(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
+                CHECK(std::memcmp(a.pos.data(), b.pos.data(), sizeof(std::int32_t) * std::size_t(a.slots)) == 0);
+            }
+    }
+}
+
+TEST_CASE("kv policy: budgets and scores travel with the frame; the same policy goes on where it stopped") {
+    const Rope rope = test_rope();
+    KvCache cache = random_cache(2, 2, 50);
+    std::vector<std::int32_t> tokens(50, 7);
+    const Frame in = kv_to_frame(cache, {"m", tokens, "full"});
+    const auto policy = make_kv_policy("headkv:budget=30%:by=x", column(2, 2));
+    // The frame has no received tensors: a ranking policy says what it lacks.
+    CHECK_THROWS_WITH_AS(compress_kv_frame(in, kv_from_frame(in, "in"), *policy, rope),
+                         doctest::Contains("infer --kv writes it"), Error);
+    KvFrameContents with_scores = kv_from_frame(in, "in");
+    with_scores.received_recent.assign(2, std::vector<float>(100, 0.5f));
+    with_scores.recent_queries = 32;
+    const KvCompression done = compress_kv_frame(in, std::move(with_scores), *policy, rope);
+    CHECK(done.frame.meta(keys::policy) == "headkv:budget=30%:sink=4:recent=8:window=32:pool=5:beta=1.5:by=x");
+    const KvFrameContents back = kv_from_frame(done.frame, "out");
+    CHECK(back.info.budgets == *policy->budgets());
+    CHECK(!back.score.empty());
+    CHECK(positions(back.cache, 0, 0).back() == 49);  // the last token stays for decode to run again
+    // Without a head table, the policy goes on from the frame's budgets.
+    const auto again = make_kv_policy(back.info.policy);
+    KvFrameContents resumed = kv_from_frame(done.frame, "out");
+    again->adopt(resumed.cache, back);
+    CHECK(*again->budgets() == back.info.budgets);
+    resumed.cache.truncate(49);  // as decode does: the last token runs again
+    again->apply(resumed.cache, {49, 0, &rope});
+    CHECK(resumed.cache.total_slots() == back.cache.total_slots() - 4);
+    // A frame of the same policy without budgets needs the table.
+    KvFrameContents bare = kv_from_frame(done.frame, "out");
+    bare.info.budgets.clear();
+    again->adopt(bare.cache, bare);
+    CHECK_THROWS_WITH_AS(again->apply(bare.cache, {50, 0, &rope}), doctest::Contains("settles budgets from a head table"),
+                         Error);
+    // full: the frame comes back as it was, byte for byte.
+    const auto full = make_kv_policy("full");
+    const KvCompression same = compress_kv_frame(in, kv_from_frame(in, "in"), *full, rope);
+    std::FILE* a = std::tmpfile();
+    std::FILE* b = std::tmpfile();
+    write_frame(a, in);
+    write_frame(b, same.frame);
+    CHECK(std::ftell(a) == std::ftell(b));
+    std::rewind(a), std::rewind(b);
+    std::vector<char> x(std::size_t(1) << 16), y(x.size());
+    CHECK(std::fread(x.data(), 1, x.size(), a) == std::fread(y.data(), 1, y.size(), b));
+    CHECK(x == y);
+    std::fclose(a), std::fclose(b);
+}
+
+TEST_CASE("kv policy: specs are checked, part by part") {
+    CHECK(make_kv_policy("razor:budget=30%:by=induction", column(1, 1))->name() ==
+          "razor:budget=30%:sink=4:recent=8:protect=15%:by=induction");
+    CHECK(kv_policy_table("razor:budget=30%:by=induction:scores=h.tsv").file == "h.tsv");
+    CHECK(kv_policy_table("window:4:28").file.empty());
+    for (const auto& [spec, message] : std::vector<std::pair<const char*, const char*>>{
+             {"h2o", "needs a budget"},
+             {"h2o:budget=0", "bad 'budget=0'"},
+             {"h2o:budget=0%", "bad 'budget=0%'"},
+             {"h2o:budget=101%", "bad 'budget=101%'"},
+             {"h2o:budget=x", "bad 'budget=x'"},
+             {"h2o:budget=10:beta=2", "h2o takes no 'beta'"},
+             {"razor:budget=10", "needs the head table's column"},
+             {"snapkv:budget=10:pool=4", "an odd count"},
+             {"h2o:budget=10:sink", "KEY=VALUE"},
+             {"headkv:budget=10:by=x:beta=0.5", "a number >= 1"}}) {
+        CAPTURE(spec);
+        CHECK_THROWS_WITH_AS(make_kv_policy(spec), doctest::Contains(message), Error);
+    }
 }

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
         ->expected(2);
     option("--kv", kv, "FILE", "continue KV frames from FILE ('-': stdin) instead of reading id lines");
     option("--keep", o.keep, "N", "at the context length, keep the first N positions and drop half the rest");
-    option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT");
+    option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT, NAME:budget=B:... (compress-kv(1))");
     option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
     cli::add_precision_option(app, precision);

@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""compress-kv as a user runs it, on the embedded model (models/kjv): frames
+that shrink with the budget and hold only what they keep (within 2% plus the
+JSON header), read with numpy alone as man/heads.7 shows; every policy keeps
+sinks and recent positions and respects each head's budget; full gives the
+frame back bit for bit; decode continuing a compressed frame writes the ids
+of decode with the same policy from the prompt on, for every policy; the report on stderr and
+in --report; bad input, each with one line and its exit status; and the
+copy task in small (scripts/experiments/README.md has it in full): after 50
+tokens of filler, keeping the top quarter of KV heads by the induction
+column whole copies most of the list where the uniform window and snapkv at
+30% copy almost none of it.
+
+    compress_kv_test.py BUILD_BIN_DIR SOURCE_DIR
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+bin_dir, src = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(src, "scripts"))
+import reference  # noqa: E402
+MODEL = os.path.join(src, "models", "kjv")
+TABLE = os.path.join(MODEL, "heads-induction.tsv")
+HELD_OUT = os.path.join(src, "tests", "data", "kjv-heldout.txt")
+PY = sys.executable
+TOKENIZE, INFER, DECODE, COMPRESS = (os.path.join(bin_dir, p) for p in ("tokenize", "infer", "decode", "compress-kv"))
+failed = 0
+
+
+def report(ok, what):
+    global failed
+    print(("ok: " if ok else "FAIL: ") + what)
+    failed += not ok
+
+
+def run(cmd, stdin=None):
+    done = subprocess.run(cmd, input=stdin, capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd[:4]))}...: exit {done.returncode}: {done.stderr.decode()[:400]}")
+    return done
+
+
+def expect_error(status, text, cmd, stdin=None):
+    done = subprocess.run(cmd, input=stdin, capture_output=True)
+    err = done.stderr.decode()
+    lines = err.strip().splitlines()
+    ok = done.returncode == status and text in err and (status == 2 or len(lines) == 1)
+    report(ok, f"exit {status} and '{text}': {' '.join(os.path.basename(str(c)) for c in cmd[:3])} ..."
+           + ("" if ok else f" (got exit {done.returncode}: {err.strip()[:300]})"))
+    return done
+
+
+def tensors_numpy(blob):
+    """A frame read with numpy alone, as man/heads.7 shows; returns (header, meta, tensor(name), header bytes)."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    data = blob[8 + n:]
+
+    def tensor(name):
+        t = header[name]
+        dtype = {"F32": np.float32, "I32": np.int32}[t["dtype"]]
+        return np.frombuffer(data[slice(*t["data_offsets"])], dtype).reshape(t["shape"])
+    return header, meta, tensor, 8 + n
+
+
+def heads_of(tensor, l):
+    """man/heads.7's reading of a layer: [(k, v, pos)] per KV head."""
+    slots = tensor(f"kv.{l}.slots")
+    ends = np.cumsum(slots)
+    k, v, pos = tensor(f"kv.{l}.k"), tensor(f"kv.{l}.v"), tensor(f"kv.{l}.pos")
+    return [(k[e - n:e], v[e - n:e], pos[e - n:e]) for n, e in zip(slots, ends)]
+
+
+def main():
+    config = json.load(open(os.path.join(MODEL, "config.json")))
+    n_layers, head_dim = config["num_hidden_layers"], config["head_dim"]
+    tmp = tempfile.mkdtemp()
+    try:
+        text = open(HELD_OUT).read().split("\n")
+        ids = run([TOKENIZE, "-m", MODEL, "--whole"], "\n".join(text[10:40]).encode()).stdout.decode().split()[:160]
+        prompt = (" ".join(ids) + "\n").encode()
+        n = len(ids)
+        full = os.path.join(tmp, "full.kv")
+        open(full, "wb").write(run([INFER, "-m", MODEL, "--kv", "--logits", "none"], prompt).stdout)
+        full_blob = open(full, "rb").read()
+        # --- the ragged frame, read with numpy alone ---
+        header, meta, tensor, _ = tensors_numpy(full_blob)
+        heads = heads_of(tensor, 0)
+        report(len(heads) == 8 and all(len(p) == n and list(p) == list(range(n)) for _, _, p in heads)
+               and heads[0][0].shape == (n, head_dim), "infer --kv: ragged frame, every head all positions")
+
+        def compress(spec_args, path, extra=()):
+            done = run([COMPRESS, "-m", MODEL, *spec_args, "-o", path, *extra, full])
+            return done.stderr.decode()
+
+        # --- full is the identity, bit for bit ---
+        same = os.path.join(tmp, "same.kv")
+        compress(["--policy", "full"], same)
+        report(open(same, "rb").read() == full_blob, "--policy full writes the frame back bit for bit")
+
+        # --- every policy: budgets, sinks and recent positions; decode goes on from the frame ---
+        specs = [("window", "window:budget=30%", []), ("h2o", "h2o:budget=30%", []), ("snapkv", "snapkv:budget=20%", []),
+                 ("pyramid", "pyramid:budget=30%", []), ("adakv", "adakv:budget=30%", []),
+                 ("headkv", "headkv:budget=30%:by=induction", ["--scores", TABLE]),
+                 ("razor", "razor:budget=30%:by=induction", ["--scores", TABLE]),
+                 ("duo", "duo:budget=10%:by=induction", ["--scores", TABLE]),
+                 ("sliding window", "window:4:40", [])]
+        sizes = {}
+        for label, spec, table in specs:
+            path = os.path.join(tmp, label + ".kv")
+            err = compress(["--policy", spec, *table], path, ["--report", path + ".tsv"])
+            blob = open(path, "rb").read()
+            header, meta, tensor, header_bytes = tensors_numpy(blob)
+            ok = meta["heads.kind"] == "kv" and meta["heads.policy"].startswith(spec.split(":")[0])
+            kept = 0
+            for l in range(n_layers):
+                budget = tensor(f"kv.{l}.budget") if f"kv.{l}.budget" in header else None
+                for g, (_, _, pos) in enumerate(heads_of(tensor, l)):
+                    kept += len(pos)
+                    real = set(int(p) for p in pos if p >= 0)
+                    if budget is not None and budget[g] >= 0:
+                        ok &= len(pos) <= budget[g] + 1  # + the last token, which decode runs again
+                    if budget is not None:  # sinks 0..3 and the last 8 positions before the last token
+                        ok &= set(range(4)) <= real and set(range(n - 9, n)) <= real
+            # Key, value and position; a policy that ranks by attention also carries each slot's score.
+            per_slot = 2 * head_dim * 4 + 4 + (4 if "kv.0.score" in header else 0)
+            ok &= len(blob) - header_bytes <= 1.02 * kept * per_slot
+            sizes[label] = len(blob)
+            lines = err.strip().splitlines()
+            ok &= lines[0].startswith("compress-kv: ") and len(lines) == n_layers + 2 and lines[-1].startswith("total:")
+            rows = [r.split("\t") for r in open(path + ".tsv").read().splitlines()]
+            ok &= rows[0][:3] == ["frame", "layer", "heads"] and len(rows) == n_layers + 2 and rows[-1][1] == "all"
+            ok &= int(rows[-1][7]) == len(blob) - header_bytes
+            report(ok, f"{label}: budgets, sinks and recent kept; {kept} slots in {len(blob)} bytes (full: "
+                       f"{len(full_blob)}), within 2% + header; report on stderr and in TSV")
+            cont = run([DECODE, "-m", MODEL, "--kv", path, "-n", "16"]).stdout
+            scores = [f"scores={TABLE}"] if table else []
+            fresh = run([DECODE, "-m", MODEL, "-n", "16", "--kv-policy", ":".join([spec] + scores)], prompt).stdout
+            report(cont == fresh and len(cont.split()) == 16,
+                   f"{label}: decode from the compressed frame = decode with the policy from the prompt on")
+        report(sizes["razor"] < 0.35 * len(full_blob) and sizes["snapkv"] < 0.7 * sizes["h2o"],
+               "the frame shrinks with the budget (razor 30% < 35% of the full frame, snapkv 20% < h2o 30%)")
+        # DeCoRe's masked copy runs its own instance of the policy.
+        decore = run([DECODE, "-m", MODEL, "-n", "8", "--kv-policy", f"razor:budget=30%:by=induction:scores={TABLE}",
+                      "--contrast-heads", TABLE, "--by", "induction", "--top", "3"], prompt).stdout
+        report(len(decore.split()) == 8, "a budgeted policy with --contrast-heads: each session its own budgets")
+        # Compressing a compressed frame with its own policy changes nothing.
+        razor = os.path.join(tmp, "razor.kv")
+        again = run([COMPRESS, "-m", MODEL, "--policy", "razor:budget=30%:by=induction", razor]).stdout
+        report(again == open(razor, "rb").read(), "a frame's own policy applied again keeps it as it is")
+
+        # --- bad input ---
+        expect_error(2, "bad 'budget=0'", [COMPRESS, "-m", MODEL, "--policy", "h2o", "--budget", "0", full])
+        expect_error(2, "bad 'budget=101%'", [COMPRESS, "-m", MODEL, "--policy", "h2o", "--budget", "101%", full])
+        expect_error(2, "unknown KV cache policy 'lru", [COMPRESS, "-m", MODEL, "--policy", "lru", "--budget", "5", full])
+        expect_error(2, "needs the head table's column", [COMPRESS, "-m", MODEL, "--policy", "razor", "--budget", "5", full])
+        expect_error(1, "no column 'retrieval'", [COMPRESS, "-m", MODEL, "--policy", "razor", "--budget", "30%",
+                                                  "--scores", TABLE, "--by", "retrieval", full])
+        other_table = os.path.join(tmp, "other.tsv")
+        open(other_table, "w").write("# model ffffffffffffffff\n" + open(TABLE).read())
+        expect_error(1, "the head table is from model ffffffffffffffff", [
+            COMPRESS, "-m", MODEL, "--policy", "razor", "--budget", "30%", "--scores", other_table, "--by", "induction", full])
+        expect_error(1, "the KV frame has none (infer --kv writes it)", [COMPRESS, "-m", MODEL, "--policy", "h2o",
+                                                                         "--budget", "10%", razor])
+        tensors, meta = reference.read_safetensors(full)
+        other = os.path.join(tmp, "other.kv")
+        reference.write_safetensors(other, tensors, dict(meta, **{"heads.model": "ffffffffffffffff"}))
+        expect_error(1, "the KV frame is from model ffffffffffffffff", [COMPRESS, "-m", MODEL, "--policy", "full", other])
+        hostile = os.path.join(tmp, "hostile.kv")
+        reference.write_safetensors(hostile, dict(tensors, **{"kv.2.slots": np.array([n] * 7 + [n + 1], np.int32)}), meta)
+        expect_error(1, "(the sum of kv.2.slots)", [COMPRESS, "-m", MODEL, "--policy", "full", hostile])
+        unknown = os.path.join(tmp, "unknown.kv")
+        reference.write_safetensors(unknown, tensors, dict(meta, **{"heads.policy": "lru:budget=3"}))
+        expect_error(1, "unknown KV cache policy 'lru:budget=3'", [DECODE, "-m", MODEL, "--kv", unknown, "-n", "3"])
+        out = os.path.join(tmp, "never.kv")
+        expect_error(1, "truncated", [COMPRESS, "-m", MODEL, "--policy", "window", "--budget", "30%", "-o", out],
+                     full_blob[:len(full_blob) - 100])
+        report(not os.path.exists(out), "nothing half-written after an error")
+
+        # --- the copy task in small: head-aware against uniform ---
+        def copied(policy):
+            cmd = [PY, os.path.join(src, "scripts", "copy-test"), "--bin", bin_dir, "--model", MODEL, "--filler", "50",
+                   "--lists", "4", "--json"]
+            return json.loads(run(cmd + (["--kv-policy", policy] if policy else [])).stdout)["50"]
+        full_copy = copied("")
+        duo = copied(f"duo:budget=10%:by=induction:protect=25%:scores={TABLE}")
+        uniform = max(copied("window:budget=30%"), copied("snapkv:budget=30%"))
+        report(full_copy >= 0.9 and duo >= 0.75 * full_copy and uniform <= 0.15,
+               f"copy task after 50 tokens: full cache {full_copy:.2f}, duo keeping a quarter of the heads whole "
+               f"{duo:.2f}, window/snapkv at 30% at most {uniform:.2f}")
+    finally:
+        shutil.rmtree(tmp)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
