@@ -13,6 +13,11 @@ random: on random models (scripts/make-random-model) of every head layout
   record; pruning a pruned model again; --mask-only; heads chosen from a head
   table (--keep P%, --drop K, --min-per-layer, --reverse, nan) against the
   choice computed here; the source left untouched.
+score: prune-heads --score's ablation column against the brute force
+  (infer --ppl --mask-heads for each head, its saved log-probabilities
+  summed here) on a random GQA model, an already pruned one and models/kjv,
+  and its head-statistics columns against infer --head-stats over the same
+  windows.
 errors: bad input, each with its one stderr line and exit status, and
   nothing left behind.
 embedded: models/kjv pruned, against the masked run on held-out text, its
@@ -22,6 +27,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -263,6 +269,71 @@ def embedded_mode(tmp):
     report(not os.path.exists(os.path.join(small, "MODEL.md")), "models/kjv: only the model's files copied")
 
 
+def mean_nll(model, ids, ctx, *flags):
+    """Mean NLL of infer --ppl's scored predictions, from its saved log-probabilities."""
+    saved = os.path.join(os.path.dirname(ids), "logprobs")
+    run([INFER, "-m", model, "-t", "1", "--ppl", "--ctx", str(ctx), "--precision", "f32", "--save-logits", saved, ids]
+        + list(flags))
+    tensors, _ = reference.read_safetensors(saved)
+    log_probs, targets = np.asarray(tensors["log_probs"], np.float64), np.asarray(tensors["targets"])
+    return -float(log_probs[np.arange(len(targets)), targets].mean())
+
+
+def read_table(text):
+    lines = [line.split("\t") for line in text.splitlines() if not line.startswith("#")]
+    return lines[0], {(int(r[0]), int(r[1])): r for r in lines[1:]}
+
+
+def check_scores(label, model, tokens, ctx, heads=None):
+    """--score's ablation against infer --ppl --mask-heads, its other columns against infer --head-stats."""
+    tmp = os.path.dirname(model)
+    ids = os.path.join(tmp, "calibration")
+    with open(ids, "w") as f:
+        f.write(" ".join(map(str, tokens)) + "\n")
+    columns, rows = read_table(run([PRUNE, "-m", model, "-t", "1", "--score", "--ctx", str(ctx), "--precision", "f32",
+                                    ids]).decode())
+    report(columns[:4] == ["layer", "head", "kv_head", "ablation"], f"{label}: columns {columns}")
+    base = mean_nll(model, ids, ctx)
+    worst = 0.0
+    for l, (q, _, _) in enumerate(layout(model)):
+        for i, original in enumerate(q):
+            if heads is not None and (l, i) not in heads:
+                continue
+            want = mean_nll(model, ids, ctx, "--mask-heads", f"{l}.{i}") - base
+            got = float(rows[(l, original)][3])
+            worst = max(worst, abs(got - want))
+            if abs(got - want) > 2e-6 + 1e-4 * abs(want):
+                report(False, f"{label}: ablation of {l}.{i} (original id {original}): {got} vs brute force {want:.7f}")
+    print(f"ok: {label}: ablation against infer --ppl --mask-heads, max difference {worst:.2g}")
+    windows = os.path.join(tmp, "windows")
+    with open(windows, "w") as f:  # the windows of infer --ppl, BOS first
+        for w in range(len(tokens) // ctx):
+            f.write(" ".join(map(str, [1] + tokens[w * ctx + 1:(w + 1) * ctx])) + "\n")
+    stats_columns, stats = read_table(run([INFER, "-m", model, "--head-stats", "--precision", "f32", windows]).decode())
+    report(columns[4:] == stats_columns[3:] and all(rows[k][:3] + rows[k][4:] == stats[k] for k in stats)
+           and len(rows) == len(stats), f"{label}: the head-statistics columns are infer --head-stats'")
+
+
+def score_mode(tmp):
+    rng = np.random.default_rng(4)
+    for n, (label, args) in enumerate([
+            ("gqa", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2"]),
+            ("already pruned", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2",
+                                "--head-layout", "3:2:r/0:0/2:1:r", "--seed", "3"])]):
+        os.mkdir(os.path.join(tmp, str(n)))
+        model = os.path.join(tmp, str(n), "m")
+        make_model(model, *args)
+        check_scores(label, model, [1] + [int(x) for x in rng.integers(3, 200, 99)], 24)
+    model = os.path.join(src, "models", "kjv")
+    with open(os.path.join(src, "tests", "data", "kjv-heldout.txt"), encoding="utf-8") as f:
+        text = f.read()[:2500]
+    tokens = [int(x) for x in run([TOKENIZE, "-m", os.path.join(model, "tokenizer.model"), "--whole"], text.encode()).split()]
+    os.mkdir(os.path.join(tmp, "kjv"))
+    copy = os.path.join(tmp, "kjv", "m")  # a copy, so the brute force's files land in tmp
+    shutil.copytree(model, copy)
+    check_scores("models/kjv", copy, tokens, 128, heads={(0, 4), (0, 5), (1, 2), (2, 0), (3, 2), (3, 3), (3, 4), (3, 7)})
+
+
 def errors_mode(tmp):
     source = os.path.join(tmp, "m")
     make_model(source, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
@@ -278,6 +349,8 @@ def errors_mode(tmp):
         f.write(run([INFER, "-m", other, "--head-stats", ids]))
     existing = os.path.join(tmp, "existing")
     os.mkdir(existing)
+    empty = os.path.join(tmp, "empty")
+    open(empty, "w").close()
     out = os.path.join(tmp, "out")
     cases = [  # status, part of the message, arguments
         (2, "--heads LIST or --scores FILE", ["-o", out]),
@@ -298,6 +371,10 @@ def errors_mode(tmp):
         (1, "--drop 9: the model has 8 heads", ["--scores", table, "--by", "sink", "--drop", "9", "-o", out]),
         (1, "already exists (--force replaces it)", ["--heads", "0.1", "-o", existing]),
         (1, "is the source model", ["--heads", "0.1", "-o", source, "--force"]),
+        (2, "removes no heads", ["--score", "--heads", "0.1", ids]),
+        (2, "input files and --ctx go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (1, "no calibration tokens: the input is empty", ["--score", empty]),
+        (1, "--ctx: 12 tokens are fewer than 2 × ctx (8)", ["--score", "--ctx", "8", ids]),
         (1, "cannot read the model's config.json", ["-m", existing, "--heads", "0.1", "-o", out]),
     ]
     for status, part, args in cases:
@@ -326,6 +403,6 @@ def errors_mode(tmp):
 
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
-    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode}[mode](tmp)
+    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode}[mode](tmp)
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
