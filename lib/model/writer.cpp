@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "io/deferred_signals.hpp"
 #include "io/output.hpp"
 #include "io/read_file.hpp"
 #include "model/weights.hpp"
@@ -102,7 +103,8 @@ private:
 
 // Writes one weight file of the edited model; returns its tensor names and bytes of data.
 std::uint64_t write_weight_file(const fs::path& path, const Frame& source, const LlamaConfig& config,
-                                const std::vector<LayerPlan>& plans, bool mask_only, std::vector<std::string>& names) {
+                                const std::vector<LayerPlan>& plans, bool mask_only, std::vector<std::string>& names,
+                                const DeferredSignals& signals) {
     const auto attention = projections(config);
     const std::int64_t head_dim = config.head_dim;
     std::vector<TensorSpec> specs;
@@ -135,6 +137,7 @@ std::uint64_t write_weight_file(const fs::path& path, const Frame& source, const
     FrameWriter writer(file.get(), specs, source.metadata);
     std::vector<std::byte> zeros;
     for (const auto& [tensor, projection] : order) {
+        signals.check();
         const std::span<const std::byte> bytes = tensor->bytes();
         if (!projection || (mask_only && projection->which != 'o')) {
             writer.write(bytes);
@@ -227,13 +230,14 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
         throw Error("{}: is the source model; write the new model elsewhere", target.string());
     if (fs::exists(target) && !edit.replace) throw Error("{}: already exists", target.string());
 
+    const DeferredSignals signals;  // Ctrl-C stops at a tensor boundary, and the build directory goes
     BuildDir built(target);
     Json weight_map = Json::object();
     std::uint64_t total = 0;
     for (std::size_t f = 0; f < weights.files().size(); ++f) {
         const std::string file = weights.files()[f].path.filename().string();
         std::vector<std::string> names;
-        total += write_weight_file(built.path() / file, weights.frames()[f], config, plans, edit.mask_only, names);
+        total += write_weight_file(built.path() / file, weights.frames()[f], config, plans, edit.mask_only, names, signals);
         for (const auto& name : names) weight_map[name] = file;
     }
     if (const fs::path index = source / "model.safetensors.index.json";
@@ -253,6 +257,7 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
         fs::copy_file(source / name, built.path() / name, error);
         if (error) throw Error("{}: {}", (built.path() / name).string(), error.message());
     }
+    signals.check();
     move_into_place(built, target, edit.replace);
 }
 

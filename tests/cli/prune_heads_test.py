@@ -19,7 +19,8 @@ score: prune-heads --score's ablation column against the brute force
   and its head-statistics columns against infer --head-stats over the same
   windows.
 errors: bad input, each with its one stderr line and exit status, and
-  nothing left behind.
+  nothing left behind; a failed write (a file size limit) and SIGINT while
+  writing leave nothing either.
 embedded: models/kjv pruned, against the masked run on held-out text, its
   tokenizer copied.
 """
@@ -27,11 +28,14 @@ import glob
 import hashlib
 import json
 import os
+import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -393,6 +397,38 @@ def errors_mode(tmp):
     report(config(out)["heads_edits"][-1]["removed_heads"] == ["1.2", "1.3"], "--force replaced the model")
     left = [n for n in os.listdir(tmp) if ".tmp." in n or ".old." in n]
     report(not left, f"--force: nothing left beside it: {left}")
+
+    # A write that fails (a file size limit stands for a full disk): one line, exit 1, nothing left.
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    done = subprocess.run([PRUNE, "-m", source, "--heads", "0.1", "-o", os.path.join(tmp, "full")], capture_output=True,
+                          preexec_fn=limit_file_size)
+    lines = done.stderr.decode(errors="replace").splitlines()
+    left = [n for n in os.listdir(tmp) if n.startswith("full")]
+    report(done.returncode == 1 and len(lines) == 1 and "File too large" in lines[0] and not left,
+           f"a failed write: status {done.returncode}, {lines}, left {left}")
+
+    # SIGINT while the weights are written: it dies of the signal and leaves nothing behind.
+    big = os.path.join(tmp, "big")
+    make_model(big, "--d-model", "512", "--n-layers", "8", "--n-heads", "8", "--vocab", "4000")
+    interrupted = 0
+    for attempt in range(5):
+        target = os.path.join(tmp, "big-small")
+        job = subprocess.Popen([PRUNE, "-m", big, "--heads", "0.1", "-o", target], stderr=subprocess.PIPE)
+        while job.poll() is None and not any(n.startswith("big-small.tmp.") for n in os.listdir(tmp)):
+            time.sleep(0.001)
+        job.send_signal(signal.SIGINT)
+        job.communicate()
+        left = [n for n in os.listdir(tmp) if n.startswith("big-small")]
+        if job.returncode == -signal.SIGINT:
+            interrupted += 1
+            report(not left, f"SIGINT: left behind {left}")
+        else:  # it finished first: a whole model
+            report(job.returncode == 0 and left == ["big-small"], f"SIGINT after the end: {job.returncode}, {left}")
+            shutil.rmtree(target, ignore_errors=True)
+    report(interrupted > 0, "SIGINT: no run was interrupted while writing")
 
     # A target that cannot be written: an error, nothing left (not as root, who may write anywhere).
     if os.geteuid() != 0:
