@@ -22,7 +22,7 @@ namespace heads {
 namespace {
 
 namespace fs = std::filesystem;
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // config.json keeps its keys in the source's order
 
 // Files beside the weights that describe how to use them; copied as they are.
 constexpr const char* kCopiedFiles[] = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
@@ -190,6 +190,33 @@ Json edit_record(const LlamaConfig& source, const std::vector<LayerPlan>& plans,
             {"removed_heads", removed}};
 }
 
+// config.json indented, but each head_layout layer and each edit on one line, so that a
+// model of many heads stays readable and a layer or an edit is one line to grep.
+std::string config_text(const Json& config) {
+    Json plain = config;
+    plain.erase("head_layout");
+    plain.erase(kHeadEditsKey);
+    std::string text = plain.dump(2);
+    text.pop_back();  // the closing brace, then the newline before it
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    std::string separator = plain.empty() ? "\n" : ",\n";
+    const auto lines = [](const Json& list) {
+        std::string out;
+        for (const auto& item : list) out += (out.empty() ? "\n    " : ",\n    ") + item.dump();
+        return out + "\n  ]";
+    };
+    if (const auto layout = config.find("head_layout"); layout != config.end()) {
+        const bool layers_only = layout->is_object() && layout->size() == 1 && layout->contains("layers") &&
+                                 (*layout)["layers"].is_array();
+        text += separator + "  \"head_layout\": " +
+                (layers_only ? "{\"layers\": [" + lines((*layout)["layers"]) + "}" : layout->dump());
+        separator = ",\n";
+    }
+    if (const auto edits = config.find(kHeadEditsKey); edits != config.end())
+        text += separator + fmt::format("  \"{}\": [", kHeadEditsKey) + lines(*edits);
+    return text + "\n}\n";
+}
+
 // Puts the built directory at `target`, replacing what is there when allowed.
 void move_into_place(BuildDir& built, const fs::path& target, bool replace) {
     std::error_code error;
@@ -221,8 +248,8 @@ void move_into_place(BuildDir& built, const fs::path& target, bool replace) {
 
 void write_edited_model(const fs::path& source, const fs::path& target_path, const HeadEdit& edit) {
     const fs::path target = target_path.has_filename() ? target_path : target_path.parent_path();
-    const std::string config_text = read_file(source / "config.json", "the model's config.json");
-    const LlamaConfig config = parse_config(config_text, (source / "config.json").string());
+    const std::string source_config = read_file(source / "config.json", "the model's config.json");
+    const LlamaConfig config = parse_config(source_config, (source / "config.json").string());
     const WeightFiles weights = WeightFiles::open(source);
     const std::vector<LayerPlan> plans = plan_edit(config, edit.keep);
     std::error_code error;
@@ -248,10 +275,10 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
         write_text(built.path() / index.filename(), json.dump(2) + "\n");
     }
 
-    Json json = Json::parse(config_text);
+    Json json = Json::parse(source_config);
     if (!edit.mask_only) json["head_layout"] = Json::parse(head_layout_json(edit.keep));
-    json[kHeadEditsKey].push_back(edit_record(config, plans, model_fingerprint(config_text, weights), edit));
-    write_text(built.path() / "config.json", json.dump(2) + "\n");
+    json[kHeadEditsKey].push_back(edit_record(config, plans, model_fingerprint(source_config, weights), edit));
+    write_text(built.path() / "config.json", config_text(json));
     for (const char* name : kCopiedFiles) {
         if (!fs::exists(source / name)) continue;
         fs::copy_file(source / name, built.path() / name, error);
