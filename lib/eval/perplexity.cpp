@@ -66,22 +66,38 @@ Base open_base(const std::filesystem::path& path, const Model& model, std::int64
 
 }  // namespace
 
-PerplexityResult perplexity(Session& session, std::span<const std::int32_t> tokens, const PerplexityOptions& options) {
-    const Model& model = session.model();
-    const std::int64_t vocab = model.vocab_size();
-    const std::int64_t ctx = options.ctx > 0 ? options.ctx : model.context_length();
-    const std::int64_t windows = std::int64_t(tokens.size()) / ctx;
-    if (ctx < 4) throw Error(Param{"ctx"}, "a window of {} tokens is too small to score (at least 4)", ctx);
-    if (windows < 2)
+PplWindows ppl_windows(const Model& model, std::size_t n_tokens, std::int64_t ctx) {
+    PplWindows windows;
+    windows.ctx = ctx > 0 ? ctx : model.context_length();
+    windows.count = std::int64_t(n_tokens) / windows.ctx;
+    if (windows.ctx < 4)
+        throw Error(Param{"ctx"}, "a window of {} tokens is too small to score (at least 4)", windows.ctx);
+    if (windows.count < 2)
         throw Error(Param{"ctx"},
                     "{} tokens are fewer than 2 × ctx ({}): nothing to score; give more text or a "
                     "smaller window",
-                    tokens.size(), ctx);
-    const std::int64_t first = ctx / 2, per_window = ctx - 1 - first;
+                    n_tokens, windows.ctx);
+    windows.first = windows.ctx / 2;
+    return windows;
+}
+
+void PplWindows::window(std::vector<std::int32_t>& out, std::span<const std::int32_t> tokens, std::int64_t w,
+                        std::int32_t bos) const {
+    out.assign(tokens.begin() + w * ctx, tokens.begin() + (w + 1) * ctx);
+    out[0] = bos;
+}
+
+PerplexityResult perplexity(Session& session, std::span<const std::int32_t> tokens, const PerplexityOptions& options) {
+    const Model& model = session.model();
+    const std::int64_t vocab = model.vocab_size();
+    const PplWindows cut = ppl_windows(model, tokens.size(), options.ctx);
+    const std::int64_t ctx = cut.ctx, windows = cut.count, first = cut.first, per_window = cut.scored();
 
     std::vector<std::int32_t> targets;
-    for (std::int64_t w = 0; w < windows; ++w)
-        for (std::int64_t j = first; j < ctx - 1; ++j) targets.push_back(tokens[std::size_t(w * ctx + j + 1)]);
+    for (std::int64_t w = 0; w < windows; ++w) {
+        const auto scored = cut.targets(tokens, w);
+        targets.insert(targets.end(), scored.begin(), scored.end());
+    }
 
     std::optional<Base> base;
     if (!options.kl_base.empty()) base = open_base(options.kl_base, model, ctx, targets);
@@ -101,11 +117,10 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
 
     Moments nll, kl, base_nll;
     KlResult kl_result;
-    std::vector<std::int32_t> window(static_cast<std::size_t>(ctx));
+    std::vector<std::int32_t> window;
     std::vector<float> row(static_cast<std::size_t>(vocab));
     for (std::int64_t w = 0; w < windows; ++w) {
-        std::copy(tokens.begin() + w * ctx, tokens.begin() + (w + 1) * ctx, window.begin());
-        window[0] = model.config().bos_token_id;
+        cut.window(window, tokens, w, model.config().bos_token_id);
         session.reset();
         ForwardRequest request;
         request.tokens = window;

@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "model/session.hpp"
 
@@ -39,6 +40,26 @@ struct PerplexityResult {
     std::int64_t count = 0, windows = 0, ctx = 0;
     std::optional<KlResult> kl;
 };
+
+// The windows perplexity() cuts the tokens into (other scorers of the same
+// tokens, such as head ablation, use the same ones).
+struct PplWindows {
+    std::int64_t ctx = 0, count = 0;  // window length, number of windows
+    std::int64_t first = 0;           // rows first..ctx-2 of a window are scored, each predicting the next token
+    std::int64_t scored() const { return ctx - 1 - first; }  // predictions scored per window
+
+    // Window w of `tokens` into `out` [ctx], BOS in place of its first token.
+    void window(std::vector<std::int32_t>& out, std::span<const std::int32_t> tokens, std::int64_t w,
+                std::int32_t bos) const;
+    // The tokens window w's scored rows predict [scored()].
+    std::span<const std::int32_t> targets(std::span<const std::int32_t> tokens, std::int64_t w) const {
+        return tokens.subspan(std::size_t(w * ctx + first + 1), std::size_t(scored()));
+    }
+};
+
+// ctx 0 is the model's context length. Throws heads::Error (Param "ctx")
+// for a window under 4 tokens or fewer than 2·ctx tokens.
+PplWindows ppl_windows(const Model& model, std::size_t n_tokens, std::int64_t ctx);
 
 // Throws heads::Error when there are fewer than 2·ctx tokens, or the base
 // file does not match (other tokens, ctx or vocabulary).

@@ -24,7 +24,7 @@ void HeadStats::add_sequence(Session& session, std::span<const std::int32_t> tok
     if (repeat_span(tokens) > 0) ++repeats_;
 }
 
-HeadTable HeadStats::table(const Model& model) const {
+HeadTable HeadStats::table(const Model& model, std::string_view made_by) const {
     const LlamaConfig& c = model.config();
     HeadTable table;
     table.model = model.fingerprint();
@@ -37,9 +37,9 @@ HeadTable HeadStats::table(const Model& model) const {
             break;
         }
     table.comments.push_back(fmt::format(
-        "infer --head-stats: {} sequences, {} queries, {} repeat sequences ({} second-copy queries); "
+        "{}: {} sequences, {} queries, {} repeat sequences ({} second-copy queries); "
         "entropy in nats, the rest attention mass; means over queries",
-        sequences_, queries, repeats_, repeat_queries));
+        made_by, sequences_, queries, repeats_, repeat_queries));
     auto mean = [](double sum, std::int64_t count) { return count > 0 ? sum / double(count) : NAN; };
     for (std::int64_t l = 0; l < c.n_layers; ++l)
         for (std::size_t h = 0; h < sums_[std::size_t(l)].size(); ++h) {

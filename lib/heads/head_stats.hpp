@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "attention/attention.hpp"
@@ -21,7 +22,8 @@ public:
     // Runs one sequence from an empty cache and adds its statistics.
     void add_sequence(Session& session, std::span<const std::int32_t> tokens);
 
-    HeadTable table(const Model& model) const;
+    // The comment line says the scores were made by `made_by` (a program and its options).
+    HeadTable table(const Model& model, std::string_view made_by = "infer --head-stats") const;
 
 private:
     std::vector<std::vector<HeadStatSums>> sums_;  // [n_layers][n_heads_l]

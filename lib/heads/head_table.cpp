@@ -77,16 +77,19 @@ void write_head_table(std::FILE* out, const HeadTable& table) {
 }
 
 HeadTable read_head_table(const std::filesystem::path& path) {
-    const std::string text = read_file(path, "the head table");
+    return parse_head_table(read_file(path, "the head table"), path.string());
+}
+
+HeadTable parse_head_table(std::string_view text, const std::string& source) {
     HeadTable table;
     std::size_t number = 0;
     bool header = false;
     for (std::size_t start = 0; start < text.size();) {
         const std::size_t end = std::min(text.find('\n', start), text.size());
-        const std::string line = text.substr(start, end - start);
+        const std::string line(text.substr(start, end - start));
         start = end + 1;
         ++number;
-        const std::string where = fmt::format("{}:{}", path.string(), number);
+        const std::string where = fmt::format("{}:{}", source, number);
         if (line.empty()) continue;
         if (line[0] == '#') {
             const std::string comment = line.substr(line.size() > 1 && line[1] == ' ' ? 2 : 1);
@@ -127,7 +130,7 @@ HeadTable read_head_table(const std::filesystem::path& path) {
         }
         table.rows.push_back(std::move(row));
     }
-    if (!header) throw Error("{}: no header line (layer, head, kv_head, ...)", path.string());
+    if (!header) throw Error("{}: no header line (layer, head, kv_head, ...)", source);
     return table;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "heads/head_list.hpp"
@@ -36,6 +37,8 @@ struct HeadTable {
 void write_head_table(std::FILE* out, const HeadTable& table);
 // Throws heads::Error "PATH:LINE: what is wrong".
 HeadTable read_head_table(const std::filesystem::path& path);
+// The same from the text of a table; `source` names it in errors.
+HeadTable parse_head_table(std::string_view text, const std::string& source);
 // The same for a table that must belong to the model with this fingerprint
 // (a table that names no model is taken as is); throws heads::Error
 // "PATH: the head table is from model X, not from this model (Y)".

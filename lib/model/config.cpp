@@ -211,11 +211,12 @@ LlamaConfig read_config(const std::filesystem::path& model_dir) {
 }
 
 std::string head_layout_json(const std::vector<LayerHeads>& layers) {
-    Json list = Json::array();
+    // Keys in the order man/heads.7 shows them.
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (const auto& layer : layers)
         list.push_back(
             {{"query_heads", layer.query_head_ids}, {"kv_heads", layer.kv_head_ids}, {"kv_head_of", layer.kv_head_of}});
-    return Json{{"layers", list}}.dump();
+    return nlohmann::ordered_json{{"layers", list}}.dump();
 }
 
 }  // namespace heads

@@ -82,6 +82,12 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     if (!request.mask.empty() && std::int64_t(request.mask.size()) != n * n)
         throw Error("an attention mask of {} entries for {} new tokens (needs {})", request.mask.size(), n, n * n);
 
+    if (request.first_layer < 0 || request.first_layer >= c.n_layers)
+        throw Error("first layer {} is not a layer of the model (0 to {})", request.first_layer, c.n_layers - 1);
+    if (request.first_layer > 0 && std::int64_t(request.residual.size()) != n * d)
+        throw Error("a residual of {} values for {} new tokens entering layer {} (needs {})", request.residual.size(), n,
+                    request.first_layer, n * d);
+
     reserve(n, request.logits);
     const std::int64_t rows = padded_rows(n);
     std::int32_t* positions = positions_.data();
@@ -102,7 +108,10 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     rope_tables(cos_.data(), sin_.data(), position_span, inv_freq_);
 
     float* x = x_.data();
-    for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
+    if (request.first_layer > 0)
+        std::copy(request.residual.begin(), request.residual.end(), x);
+    else
+        for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
     // The rows matmul pads to are inputs too: keep them zero.
     zero_rows(x, n, rows, d);
     zero_rows(xn_.data(), n, rows + kRowBucket, d);
@@ -122,7 +131,7 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     };
 
     const float eps = float(c.rms_norm_eps);
-    for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    for (std::int64_t l = request.first_layer; l < c.n_layers; ++l) {
         const LayerWeights& w = model_->layer(l);
         // x = x + attention(rms_norm(x, attn_norm))         (reference.py forward)
         rms_norm({.y = xn_.data(), .x = x, .weight = w.attn_norm.data(), .rows = n, .d_model = d, .eps = eps});

@@ -50,6 +50,13 @@ struct ForwardRequest {
     std::int64_t logits_from = 0;             // LogitRows::all: only rows logits_from..n-1
     bool final_hidden = false;                // the final-norm hidden state of every new row
     ForwardProbes* probes = nullptr;
+    // Start at this layer with the residual stream given (what the tokens
+    // made entering it, e.g. probes' hidden[first_layer - 1] of an earlier
+    // pass) instead of embedding the tokens: head ablation reruns only the
+    // layers a head can change. Layers before it are not run and their cache
+    // is left as it is.
+    std::int64_t first_layer = 0;
+    std::span<const float> residual;          // [n, d_model] when first_layer > 0
 };
 
 struct ForwardResult {

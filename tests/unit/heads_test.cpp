@@ -1,4 +1,5 @@
-// lib/heads: lists of heads, head masks, and head tables read back, checked and ranked.
+// lib/heads: lists of heads, head masks, head tables read back, checked and ranked, and the
+// heads a pruning removes with the layout they leave.
 #include <cmath>
 #include <cstdio>
 
@@ -6,6 +7,7 @@
 
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
+#include "heads/prune.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
 
@@ -143,4 +145,58 @@ TEST_CASE("head table: another model's is refused, an unnamed one taken as is, a
           (dir / "short.tsv").string() + ":2: 3 fields, the header has 4");
     write_file(dir / "none.tsv", "# model abc123\n");
     CHECK_THROWS_WITH_AS(read_head_table(dir / "none.tsv"), doctest::Contains("no header line"), Error);
+}
+
+TEST_CASE("prune: the layout without some heads keeps the rest in order and drops KV heads left alone") {
+    const LlamaConfig config = two_layers();
+    // Layer 0 loses both query heads of KV head 0; layer 1 (ids 1, 3) loses its index 1 (id 3).
+    const auto layout = layout_without(config, {{1, 1, 0, 0}, {0, 1}});
+    REQUIRE(layout.size() == 2);
+    CHECK(layout[0].query_head_ids == std::vector<std::int32_t>{2, 3});
+    CHECK(layout[0].kv_head_ids == std::vector<std::int32_t>{1});
+    CHECK(layout[0].kv_head_of == std::vector<std::int32_t>{0, 0});
+    CHECK(layout[1].query_head_ids == std::vector<std::int32_t>{1});
+    CHECK(layout[1].kv_head_ids == std::vector<std::int32_t>{0});
+    CHECK(layout[1].kv_head_of == std::vector<std::int32_t>{0});
+    const auto empty = layout_without(config, {{1, 1, 1, 1}, {0, 0}});
+    CHECK(empty[0].n_heads() == 0);
+    CHECK(empty[0].n_kv_heads() == 0);
+    CHECK(empty[1].query_head_ids == config.layers[1].query_head_ids);
+    CHECK_THROWS_AS(layout_without(config, {{1, 1, 1, 1}}), Error);
+}
+
+TEST_CASE("prune: --keep as a share or a count") {
+    CHECK(heads_to_keep("75%", 32) == 24);
+    CHECK(heads_to_keep("100%", 6) == 6);
+    CHECK(heads_to_keep("50%", 5) == 3);  // 2.5 rounds away from zero
+    CHECK(heads_to_keep("12.5%", 8) == 1);
+    CHECK(heads_to_keep("3", 8) == 3);
+    for (const char* bad : {"0%", "101%", "-5%", "%", "x%", "0", "9", "-1", "1.5", ""})
+        CHECK_THROWS_AS(heads_to_keep(bad, 8), Error);
+    CHECK(error_of([] { heads_to_keep("1%", 8); }) == "1% of 8 heads keeps no head");
+}
+
+TEST_CASE("prune: the lowest scores go first, by original id, within the per-layer minimum") {
+    const LlamaConfig config = two_layers();
+    HeadTable table;
+    table.columns = {"score"};
+    // Layer 1 is pruned: its rows name original ids 1 and 3.
+    table.rows = {{0, 0, 0, {0.5}}, {0, 1, 0, {0.1}}, {0, 2, 1, {NAN}}, {0, 3, 1, {0.1}}, {1, 1, 0, {0.0}},
+                  {1, 3, 1, {0.9}}};
+    CHECK(heads_to_remove(config, table, {"score", 3}) == HeadMask{{0, 1, 0, 1}, {1, 0}});
+    CHECK(heads_to_remove(config, table, {"score", 2, 0, true}) == HeadMask{{1, 0, 0, 0}, {0, 1}});
+    CHECK(heads_to_remove(config, table, {"score", 5}) == HeadMask{{1, 1, 0, 1}, {1, 1}});  // nan last
+    CHECK(heads_to_remove(config, table, {"score", 4, 1}) == HeadMask{{1, 1, 0, 1}, {1, 0}});
+    CHECK(error_of([&] { heads_to_remove(config, table, {"score", 5, 1}); }) ==
+          "keeping 1 heads in every layer leaves 4 heads to remove, not 5");
+    CHECK(count_heads(heads_to_remove(config, table, {"score", 0})) == 0);
+
+    HeadTable missing = table;
+    missing.rows.pop_back();
+    CHECK(error_of([&] { heads_to_remove(config, missing, {"score", 1}); }) ==
+          "the head table has no row for head 1.3 (layer, original id)");
+    HeadTable extra = table;
+    extra.rows.push_back({1, 0, 0, {0.0}});
+    CHECK(error_of([&] { heads_to_remove(config, extra, {"score", 1}); }) == "the head table's head 1.0 is not in the model");
+    CHECK_THROWS_WITH_AS(heads_to_remove(config, table, {"ablation", 1}), doctest::Contains("it has score"), Error);
 }

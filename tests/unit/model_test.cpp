@@ -44,6 +44,11 @@ std::vector<float> run(Session& s, const std::vector<std::int32_t>& tokens, Logi
     return {r.logits.begin(), r.logits.end()};
 }
 
+std::vector<float> run_request(Session& s, const ForwardRequest& request) {
+    const ForwardResult r = s.forward(request);
+    return {r.logits.begin(), r.logits.end()};
+}
+
 std::vector<float> row(const std::vector<float>& logits, std::size_t i, std::size_t vocab) {
     return {logits.begin() + std::ptrdiff_t(i * vocab), logits.begin() + std::ptrdiff_t((i + 1) * vocab)};
 }
@@ -274,4 +279,39 @@ TEST_CASE("precision names") {
     CHECK(precision_named("f32") == Precision::f32);
     CHECK(precision_named("bf16") == Precision::bf16);
     CHECK_THROWS_WITH_AS(precision_named("f16"), "unknown precision 'f16' (heads knows: auto, f32, bf16)", Error);
+}
+
+TEST_CASE("a pass can start at a layer from the residual stream entering it, and gives the whole pass's logits") {
+    RandomModel m("--d-model 64 --n-layers 3 --n-heads 4 --n-kv-heads 2");
+    Session session(m.model, m.ctx);
+    const std::vector<std::int32_t> tokens = {1, 7, 3, 9, 4, 4};
+    ForwardProbes probes;
+    probes.hidden_layers = {0, 1};
+    ForwardRequest whole = step(tokens);
+    whole.probes = &probes;
+    const ForwardResult r = session.forward(whole);
+    const std::vector<float> logits(r.logits.begin(), r.logits.end());
+    for (const std::int64_t first : {1, 2}) {
+        session.reset();
+        ForwardRequest from = step(tokens);
+        from.first_layer = first;
+        from.residual = probes.hidden.at(first - 1);
+        CHECK(difference(run_request(session, from), logits) == 0);
+    }
+    // With a head of layer 2 masked, starting at layer 2 equals the whole masked pass.
+    session.set_head_mask({{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 1, 0, 0}});
+    session.reset();
+    const auto masked = run(session, tokens);
+    session.reset();
+    ForwardRequest from = step(tokens);
+    from.first_layer = 2;
+    from.residual = probes.hidden.at(1);
+    CHECK(difference(run_request(session, from), masked) == 0);
+    CHECK(difference(masked, logits) > 1e-3);
+
+    from.residual = std::span<const float>(probes.hidden.at(1)).first(10);
+    CHECK_THROWS_WITH_AS(session.forward(from), "a residual of 10 values for 6 new tokens entering layer 2 (needs 384)",
+                         Error);
+    from.first_layer = 3;
+    CHECK_THROWS_WITH_AS(session.forward(from), "first layer 3 is not a layer of the model (0 to 2)", Error);
 }

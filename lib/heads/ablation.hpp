@@ -1,0 +1,40 @@
+#pragma once
+// Head ablation (METHODS.md (a), the forward-only variant): for every head,
+// the exact increase of the mean NLL of the calibration tokens when that head
+// alone is zeroed, in nats (positive: the head helps). The tokens are scored
+// in the windows of infer --ppl (eval/perplexity.hpp), so a head's score is
+// ln PPL(head masked) − ln PPL. It does not cost a full pass per head: each
+// window runs once whole, keeping the residual stream entering every layer,
+// and a head of layer l reruns only layers l and after from that residual.
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "heads/head_table.hpp"
+#include "model/session.hpp"
+
+namespace heads {
+
+struct AblationOptions {
+    std::int64_t ctx = 0;  // window; 0: the model's context length
+    std::function<void(std::int64_t done, std::int64_t total)> progress;  // after each rerun
+};
+
+struct AblationResult {
+    std::vector<std::vector<double>> delta;  // [n_layers][n_heads_l] mean NLL increase, nats
+    double nll = 0;                          // mean NLL with every head
+    std::int64_t count = 0, windows = 0, ctx = 0;  // predictions scored, windows, window length
+    std::int64_t layer_runs = 0;             // layers run in all, against windows · n_layers · (1 + heads) for full passes
+};
+
+// Throws heads::Error (Param "ctx") when the tokens do not fill two windows.
+// The session's head mask is used as the baseline and restored after.
+AblationResult head_ablation(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options);
+
+// What prune-heads --score writes: the head table with `ablation`, then the
+// columns of infer --head-stats (HeadStats) over the same windows.
+HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options);
+
+}  // namespace heads

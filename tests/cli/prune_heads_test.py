@@ -1,0 +1,444 @@
+#!/usr/bin/python3
+"""prune-heads as a user runs it.
+
+    prune_heads_test.py MODE BUILD_BIN_DIR SOURCE_DIR
+
+random: on random models (scripts/make-random-model) of every head layout
+  (MHA, GQA with a KV head losing all its query heads, MQA, an already pruned
+  layout, a layer losing every head), dtypes F32, BF16, F16 and a sharded
+  model, the invariant of man/prune-heads.1: `infer -m small` gives the
+  logits of `infer -m original --mask-heads <removed>` within 1e-5 of the
+  logit scale (--precision f32); the written shapes, dtypes, shard files and
+  index, head_layout (computed here independently) and the heads_edits
+  record; pruning a pruned model again; --mask-only; heads chosen from a head
+  table (--keep P%, --drop K, --min-per-layer, --reverse, nan) against the
+  choice computed here; the source left untouched.
+score: prune-heads --score's ablation column against the brute force
+  (infer --ppl --mask-heads for each head, its saved log-probabilities
+  summed here) on a random GQA model, an already pruned one and models/kjv,
+  and its head-statistics columns against infer --head-stats over the same
+  windows.
+errors: bad input, each with its one stderr line and exit status, and
+  nothing left behind; a failed write (a file size limit) and SIGINT while
+  writing leave nothing either.
+embedded: models/kjv pruned, against the masked run on held-out text, its
+  tokenizer copied.
+"""
+import glob
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+mode, bin_dir, src = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, os.path.join(src, "scripts"))
+import reference  # noqa: E402
+
+PRUNE, INFER, TOKENIZE = (os.path.join(bin_dir, p) for p in ("prune-heads", "infer", "tokenize"))
+PY = sys.executable
+TOLERANCE = 1e-5  # of the logit scale (the largest |logit|), f32 arithmetic
+failed = passed = 0
+
+
+def report(ok, what):
+    global failed, passed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}")
+
+
+def run(cmd, stdin=None):
+    done = subprocess.run(cmd, input=stdin, capture_output=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr.decode(errors="replace"))
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
+    return done.stdout
+
+
+def make_model(path, *args):
+    run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", path, "--vocab", "200"] + list(args))
+
+
+def header(path):
+    """A safetensors file's header: {name: {dtype, shape, data_offsets}} without __metadata__."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        h = json.loads(f.read(n))
+    h.pop("__metadata__", None)
+    return h
+
+
+def weight_headers(model):
+    """{file name: header} of every weight file of a model directory."""
+    return {os.path.basename(p): header(p) for p in sorted(glob.glob(os.path.join(model, "*.safetensors")))}
+
+
+def digest(model):
+    h = hashlib.sha256()
+    for p in sorted(glob.glob(os.path.join(model, "*"))):
+        with open(p, "rb") as f:
+            h.update(os.path.basename(p).encode() + f.read())
+    return h.hexdigest()
+
+
+def logits(model, ids, *flags):
+    frames = reference.read_frames(run([INFER, "-m", model, "--logits", "all", "--precision", "f32", ids] + list(flags)))
+    return [np.asarray(t["logits"], np.float64) for t, _ in frames]
+
+
+def same_logits(what, ours, masked):
+    scale = max(float(np.abs(m).max()) for m in masked)
+    error = max(float(np.abs(a - b).max()) for a, b in zip(ours, masked))
+    ok = len(ours) == len(masked) and error <= TOLERANCE * scale
+    print(f"{'ok' if ok else 'FAIL'}: {what}: max |small - masked| {error:.3g} (logit scale {scale:.3g})")
+    report(ok, what)
+
+
+def config(model):
+    with open(os.path.join(model, "config.json")) as f:
+        return json.load(f)
+
+
+def layout(model):
+    """[(query ids, kv ids, kv_head_of)] per layer, as reference.py reads it."""
+    c = reference.read_config(model)
+    return [(list(h.query_head_ids), list(h.kv_head_ids), list(h.kv_head_of)) for h in c.layers]
+
+
+def expected_layout(before, removed):
+    """The layout left when `removed` ({(layer, index)}) go: computed here, apart from lib/heads."""
+    after = []
+    for l, (q, kv, of) in enumerate(before):
+        keep = [i for i in range(len(q)) if (l, i) not in removed]
+        used = sorted({of[i] for i in keep})
+        after.append(([q[i] for i in keep], [kv[g] for g in used], [used.index(of[i]) for i in keep]))
+    return after
+
+
+def write_ids(path, rng, lengths, vocab=200):
+    with open(path, "w") as f:
+        for n in lengths:
+            f.write(" ".join(map(str, [1] + list(rng.integers(3, vocab, n - 1)))) + "\n")
+
+
+def check_pruned(label, source, small, removed, mask_list, ids, mask_only=False):
+    """small against source with `removed` ({(layer, index)}) masked."""
+    before, after = layout(source), layout(small)
+    want = before if mask_only else expected_layout(before, removed)
+    report(after == want, f"{label}: head_layout {after} (wanted {want})")
+    edits = config(small).get("heads_edits", [])
+    names = sorted(f"{l}.{before[l][0][i]}" for l, i in removed)
+    report(bool(edits) and sorted(edits[-1]["removed_heads"]) == names
+           and edits[-1]["method"] == ("mask" if mask_only else "remove"),
+           f"{label}: heads_edits {edits} (wanted removed {names})")
+    old, new = weight_headers(source), weight_headers(small)
+    report(sorted(old) == sorted(new), f"{label}: weight files {sorted(new)} (source {sorted(old)})")
+    c = reference.read_config(source)
+    for file, tensors in old.items():
+        for name, t in tensors.items():
+            got = new.get(file, {}).get(name)
+            parts = name.split(".")
+            projection = parts[3] == "self_attn" if len(parts) > 4 and parts[0] == "model" else False
+            if not projection or mask_only:
+                ok = got is not None and got["dtype"] == t["dtype"] and got["shape"] == t["shape"]
+            else:
+                l, which = int(parts[2]), parts[4][0]
+                q, kv, _ = want[l]
+                rows = (len(kv) if which in "kv" else len(q)) * c.head_dim
+                shape = [c.d_model, rows] if which == "o" else [rows, c.d_model]
+                ok = (got is None and rows == 0) or (got is not None and got["dtype"] == t["dtype"] and got["shape"] == shape)
+            if not ok:
+                report(False, f"{label}: {file} {name}: {got} (source {t})")
+    index = os.path.join(small, "model.safetensors.index.json")
+    if os.path.exists(os.path.join(source, "model.safetensors.index.json")):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        report(weight_map == {name: file for file, h in new.items() for name in h},
+               f"{label}: the index's weight_map names every tensor in its file")
+    else:
+        report(not os.path.exists(index), f"{label}: no index for a single-file model")
+    same_logits(label, logits(small, ids), logits(source, ids, "--mask-heads", mask_list))
+
+
+def head_list(removed):
+    return ",".join(f"{l}.{i}" for l, i in sorted(removed))
+
+
+def random_mode(tmp):
+    rng = np.random.default_rng(10)
+    ids = os.path.join(tmp, "ids")
+    write_ids(ids, rng, [1, 9, 40])
+    cases = [  # name, make-random-model args, removed (layer, index)
+        ("mha, a layer losing every head", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4"],
+         {(0, 1), (1, 0), (1, 1), (1, 2), (1, 3), (2, 2)}),
+        ("gqa, a KV head losing its query heads", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4",
+                                                    "--n-kv-heads", "2"], {(0, 0), (0, 1), (1, 3)}),
+        ("mqa bf16", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "1", "--dtype", "bf16"],
+         {(0, 0), (0, 2), (1, 1)}),
+        ("already pruned, f16, 3 shards", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2",
+                                           "--head-layout", "4:2/0:0/3:2:r", "--dtype", "f16", "--shards", "3"],
+         {(0, 1), (2, 0)}),
+        ("odd map, tied, head_dim 24", ["--d-model", "96", "--n-layers", "2", "--n-heads", "6", "--n-kv-heads", "3",
+                                        "--head-dim", "24", "--tied", "--head-layout", "5:3:r/2:1:r", "--seed", "5"],
+         {(0, 0), (0, 3), (1, 1)}),
+    ]
+    for n, (label, args, removed) in enumerate(cases):
+        source, small = os.path.join(tmp, f"src{n}"), os.path.join(tmp, f"small{n}")
+        make_model(source, *(args if "--seed" in args else args + ["--seed", str(n + 1)]))
+        before = digest(source)
+        run([PRUNE, "-m", source, "--heads", head_list(removed), "-o", small])
+        check_pruned(label, source, small, removed, head_list(removed), ids)
+        report(digest(source) == before, f"{label}: the source is untouched")
+        masked = os.path.join(tmp, f"masked{n}")
+        run([PRUNE, "-m", source, "--heads", head_list(removed), "--mask-only", "-o", masked])
+        check_pruned(label + ", --mask-only", source, masked, removed, head_list(removed), ids, mask_only=True)
+        report(config(masked).get("head_layout") == config(source).get("head_layout"),
+               f"{label}, --mask-only: config.json keeps the source's layout")
+
+    # Pruning the pruned model again: its head list names indices in its own layers.
+    source, small = os.path.join(tmp, "src1"), os.path.join(tmp, "small1")
+    again = os.path.join(tmp, "again")
+    run([PRUNE, "-m", small, "--heads", "1.0", "-o", again])
+    # small1 layer 1 kept indices 0, 1, 2 of the source; its index 0 is the source's index 0.
+    removed = {(0, 0), (0, 1), (1, 3), (1, 0)}
+    same_logits("pruned twice", logits(again, ids), logits(source, ids, "--mask-heads", head_list(removed)))
+    report(len(config(again)["heads_edits"]) == 2, "pruned twice: both edits recorded")
+
+    # Heads chosen from a head table: the choice computed here.
+    source = os.path.join(tmp, "ranked")
+    make_model(source, "--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2", "--seed", "9")
+    stats = run([INFER, "-m", source, "--head-stats", ids]).decode().splitlines()
+    fingerprint = stats[0].split()[2]
+    values = rng.normal(size=12).round(3)
+    values[[1, 7]] = values[2]  # ties
+    values[5] = np.nan
+    table = os.path.join(tmp, "heads.tsv")
+    with open(table, "w") as f:
+        f.write(f"# model {fingerprint}\nlayer\thead\tkv_head\tscore\n")
+        for k, v in enumerate(values):
+            f.write(f"{k // 4}\t{k % 4}\t{(k % 4) // 2}\t{'nan' if np.isnan(v) else f'{v:.6f}'}\n")
+
+    def choose(count, min_per_layer=0, reverse=False):
+        key = [(np.inf if np.isnan(v) else (-v if reverse else v), k // 4, k % 4) for k, v in enumerate(values)]
+        left, out = [4, 4, 4], set()
+        for _, l, h in sorted(key):
+            if len(out) < count and left[l] > min_per_layer:
+                out.add((l, h))
+                left[l] -= 1
+        return out
+
+    for n, (flags, want) in enumerate([
+            (["--keep", "75%"], choose(3)), (["--keep", "50%", "--min-per-layer", "3"], choose(3, 3)),
+            (["--drop", "5", "--reverse"], choose(5, reverse=True)), (["--keep", "1"], choose(11)),
+            (["--drop", "8", "--min-per-layer", "1"], choose(8, 1)), (["--keep", "100%"], set())]):
+        if flags[:2] == ["--keep", "50%"]:
+            # 50% of 12 is 6 heads to remove, but a minimum of 3 per layer allows 3: an error.
+            done = subprocess.run([PRUNE, "-m", source, "--scores", table, "--by", "score", "-o",
+                                   os.path.join(tmp, "nope")] + flags, capture_output=True)
+            report(done.returncode == 1 and b"--min-per-layer" in done.stderr and
+                   not os.path.exists(os.path.join(tmp, "nope")), f"{flags}: {done.stderr}")
+            continue
+        out = os.path.join(tmp, f"ranked-small{n}")
+        run([PRUNE, "-m", source, "--scores", table, "--by", "score", "-o", out] + flags)
+        got = sorted(config(out)["heads_edits"][-1]["removed_heads"])
+        report(got == sorted(f"{l}.{h}" for l, h in want), f"--scores {flags}: removed {got}, wanted {sorted(want)}")
+        if n == 2:
+            check_pruned(f"--scores {flags}", source, out, want, head_list(want), ids)
+
+
+def embedded_mode(tmp):
+    model = os.path.join(src, "models", "kjv")
+    with open(os.path.join(src, "tests", "data", "kjv-heldout.txt"), encoding="utf-8") as f:
+        text = f.read().splitlines()
+    ids = os.path.join(tmp, "ids")
+    with open(ids, "wb") as f:
+        f.write(run([TOKENIZE, "-m", os.path.join(model, "tokenizer.model")], "\n".join(text[:6]).encode() + b"\n"))
+    removed = {(0, 1), (1, 0), (1, 5), (2, 2), (3, 1), (3, 6)}
+    small = os.path.join(tmp, "small")
+    run([PRUNE, "-m", model, "--heads", head_list(removed), "-o", small])
+    check_pruned("models/kjv", model, small, removed, head_list(removed), ids)
+    with open(os.path.join(model, "tokenizer.model"), "rb") as a, open(os.path.join(small, "tokenizer.model"), "rb") as b:
+        report(a.read() == b.read(), "models/kjv: tokenizer.model copied")
+    report(not os.path.exists(os.path.join(small, "MODEL.md")), "models/kjv: only the model's files copied")
+
+
+def mean_nll(model, ids, ctx, *flags):
+    """Mean NLL of infer --ppl's scored predictions, from its saved log-probabilities."""
+    saved = os.path.join(os.path.dirname(ids), "logprobs")
+    run([INFER, "-m", model, "-t", "1", "--ppl", "--ctx", str(ctx), "--precision", "f32", "--save-logits", saved, ids]
+        + list(flags))
+    tensors, _ = reference.read_safetensors(saved)
+    log_probs, targets = np.asarray(tensors["log_probs"], np.float64), np.asarray(tensors["targets"])
+    return -float(log_probs[np.arange(len(targets)), targets].mean())
+
+
+def read_table(text):
+    lines = [line.split("\t") for line in text.splitlines() if not line.startswith("#")]
+    return lines[0], {(int(r[0]), int(r[1])): r for r in lines[1:]}
+
+
+def check_scores(label, model, tokens, ctx, heads=None):
+    """--score's ablation against infer --ppl --mask-heads, its other columns against infer --head-stats."""
+    tmp = os.path.dirname(model)
+    ids = os.path.join(tmp, "calibration")
+    with open(ids, "w") as f:
+        f.write(" ".join(map(str, tokens)) + "\n")
+    columns, rows = read_table(run([PRUNE, "-m", model, "-t", "1", "--score", "--ctx", str(ctx), "--precision", "f32",
+                                    ids]).decode())
+    report(columns[:4] == ["layer", "head", "kv_head", "ablation"], f"{label}: columns {columns}")
+    base = mean_nll(model, ids, ctx)
+    worst = 0.0
+    for l, (q, _, _) in enumerate(layout(model)):
+        for i, original in enumerate(q):
+            if heads is not None and (l, i) not in heads:
+                continue
+            want = mean_nll(model, ids, ctx, "--mask-heads", f"{l}.{i}") - base
+            got = float(rows[(l, original)][3])
+            worst = max(worst, abs(got - want))
+            if abs(got - want) > 2e-6 + 1e-4 * abs(want):
+                report(False, f"{label}: ablation of {l}.{i} (original id {original}): {got} vs brute force {want:.7f}")
+    print(f"ok: {label}: ablation against infer --ppl --mask-heads, max difference {worst:.2g}")
+    windows = os.path.join(tmp, "windows")
+    with open(windows, "w") as f:  # the windows of infer --ppl, BOS first
+        for w in range(len(tokens) // ctx):
+            f.write(" ".join(map(str, [1] + tokens[w * ctx + 1:(w + 1) * ctx])) + "\n")
+    stats_columns, stats = read_table(run([INFER, "-m", model, "--head-stats", "--precision", "f32", windows]).decode())
+    report(columns[4:] == stats_columns[3:] and all(rows[k][:3] + rows[k][4:] == stats[k] for k in stats)
+           and len(rows) == len(stats), f"{label}: the head-statistics columns are infer --head-stats'")
+
+
+def score_mode(tmp):
+    rng = np.random.default_rng(4)
+    for n, (label, args) in enumerate([
+            ("gqa", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2"]),
+            ("already pruned", ["--d-model", "64", "--n-layers", "3", "--n-heads", "4", "--n-kv-heads", "2",
+                                "--head-layout", "3:2:r/0:0/2:1:r", "--seed", "3"])]):
+        os.mkdir(os.path.join(tmp, str(n)))
+        model = os.path.join(tmp, str(n), "m")
+        make_model(model, *args)
+        check_scores(label, model, [1] + [int(x) for x in rng.integers(3, 200, 99)], 24)
+    model = os.path.join(src, "models", "kjv")
+    with open(os.path.join(src, "tests", "data", "kjv-heldout.txt"), encoding="utf-8") as f:
+        text = f.read()[:2500]
+    tokens = [int(x) for x in run([TOKENIZE, "-m", os.path.join(model, "tokenizer.model"), "--whole"], text.encode()).split()]
+    os.mkdir(os.path.join(tmp, "kjv"))
+    copy = os.path.join(tmp, "kjv", "m")  # a copy, so the brute force's files land in tmp
+    shutil.copytree(model, copy)
+    check_scores("models/kjv", copy, tokens, 128, heads={(0, 4), (0, 5), (1, 2), (2, 0), (3, 2), (3, 3), (3, 4), (3, 7)})
+
+
+def errors_mode(tmp):
+    source = os.path.join(tmp, "m")
+    make_model(source, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
+    other = os.path.join(tmp, "other")
+    make_model(other, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--seed", "3")
+    ids = os.path.join(tmp, "ids")
+    write_ids(ids, np.random.default_rng(2), [12])
+    table = os.path.join(tmp, "heads.tsv")
+    with open(table, "wb") as f:
+        f.write(run([INFER, "-m", source, "--head-stats", ids]))
+    other_table = os.path.join(tmp, "other.tsv")
+    with open(other_table, "wb") as f:
+        f.write(run([INFER, "-m", other, "--head-stats", ids]))
+    existing = os.path.join(tmp, "existing")
+    os.mkdir(existing)
+    empty = os.path.join(tmp, "empty")
+    open(empty, "w").close()
+    out = os.path.join(tmp, "out")
+    cases = [  # status, part of the message, arguments
+        (2, "--heads LIST or --scores FILE", ["-o", out]),
+        (2, "--heads LIST or --scores FILE", ["--heads", "0.1", "--scores", table, "--by", "sink", "--keep", "50%", "-o", out]),
+        (2, "--scores needs --by", ["--scores", table, "--keep", "50%", "-o", out]),
+        (2, "one of --keep P% and --drop K", ["--scores", table, "--by", "sink", "-o", out]),
+        (2, "go with --scores", ["--heads", "0.1", "--keep", "50%", "-o", out]),
+        (2, "needs -o DIR", ["--heads", "0.1"]),
+        (1, "head 0.4 does not exist (layer 0 has 4 heads)", ["--heads", "0.4", "-o", out]),
+        (1, "head 2.0 does not exist", ["--heads", "2.0", "-o", out]),
+        (1, "bad head '1x'", ["--heads", "1x", "-o", out]),
+        (1, "is from model", ["--scores", other_table, "--by", "sink", "--keep", "50%", "-o", out]),
+        (1, "no column 'ablation' (it has entropy, sink, prev_token, induction, echo)",
+         ["--scores", table, "--by", "ablation", "--keep", "50%", "-o", out]),
+        (1, "--keep: '0%' is not a share", ["--scores", table, "--by", "sink", "--keep", "0%", "-o", out]),
+        (1, "--keep: '101%' is not a share", ["--scores", table, "--by", "sink", "--keep", "101%", "-o", out]),
+        (1, "--keep: '9' is not a number of heads from 1 to 8", ["--scores", table, "--by", "sink", "--keep", "9", "-o", out]),
+        (1, "--drop 9: the model has 8 heads", ["--scores", table, "--by", "sink", "--drop", "9", "-o", out]),
+        (1, "already exists (--force replaces it)", ["--heads", "0.1", "-o", existing]),
+        (1, "is the source model", ["--heads", "0.1", "-o", source, "--force"]),
+        (2, "removes no heads", ["--score", "--heads", "0.1", ids]),
+        (2, "input files and --ctx go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (1, "no calibration tokens: the input is empty", ["--score", empty]),
+        (1, "--ctx: 12 tokens are fewer than 2 × ctx (8)", ["--score", "--ctx", "8", ids]),
+        (1, "cannot read the model's config.json", ["-m", existing, "--heads", "0.1", "-o", out]),
+    ]
+    for status, part, args in cases:
+        cmd = [PRUNE] + (["-m", source] if "-m" not in args else []) + args
+        done = subprocess.run(cmd, capture_output=True)
+        lines = done.stderr.decode(errors="replace").splitlines()
+        ok = done.returncode == status and lines and lines[0].startswith("prune-heads: ") and part in lines[0]
+        ok = ok and (len(lines) == 1 or status == 2) and not os.path.exists(out)
+        report(ok, f"{' '.join(args)} -> status {done.returncode}, stderr {lines[:3]} (wanted {status}, '{part}')")
+    left = [n for n in os.listdir(tmp) if ".tmp." in n or ".old." in n]
+    report(not left and os.listdir(existing) == [], f"nothing left behind: {left}, {os.listdir(existing)}")
+
+    # --force replaces a model directory, in full.
+    run([PRUNE, "-m", source, "--heads", "0.1", "-o", out])
+    run([PRUNE, "-m", source, "--heads", "1.2,1.3", "-o", out, "--force"])
+    report(config(out)["heads_edits"][-1]["removed_heads"] == ["1.2", "1.3"], "--force replaced the model")
+    left = [n for n in os.listdir(tmp) if ".tmp." in n or ".old." in n]
+    report(not left, f"--force: nothing left beside it: {left}")
+
+    # A write that fails (a file size limit stands for a full disk): one line, exit 1, nothing left.
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    done = subprocess.run([PRUNE, "-m", source, "--heads", "0.1", "-o", os.path.join(tmp, "full")], capture_output=True,
+                          preexec_fn=limit_file_size)
+    lines = done.stderr.decode(errors="replace").splitlines()
+    left = [n for n in os.listdir(tmp) if n.startswith("full")]
+    report(done.returncode == 1 and len(lines) == 1 and "File too large" in lines[0] and not left,
+           f"a failed write: status {done.returncode}, {lines}, left {left}")
+
+    # SIGINT while the weights are written: it dies of the signal and leaves nothing behind.
+    big = os.path.join(tmp, "big")
+    make_model(big, "--d-model", "512", "--n-layers", "8", "--n-heads", "8", "--vocab", "4000")
+    interrupted = 0
+    for attempt in range(5):
+        target = os.path.join(tmp, "big-small")
+        job = subprocess.Popen([PRUNE, "-m", big, "--heads", "0.1", "-o", target], stderr=subprocess.PIPE)
+        while job.poll() is None and not any(n.startswith("big-small.tmp.") for n in os.listdir(tmp)):
+            time.sleep(0.001)
+        job.send_signal(signal.SIGINT)
+        job.communicate()
+        left = [n for n in os.listdir(tmp) if n.startswith("big-small")]
+        if job.returncode == -signal.SIGINT:
+            interrupted += 1
+            report(not left, f"SIGINT: left behind {left}")
+        else:  # it finished first: a whole model
+            report(job.returncode == 0 and left == ["big-small"], f"SIGINT after the end: {job.returncode}, {left}")
+            shutil.rmtree(target, ignore_errors=True)
+    report(interrupted > 0, "SIGINT: no run was interrupted while writing")
+
+    # A target that cannot be written: an error, nothing left (not as root, who may write anywhere).
+    if os.geteuid() != 0:
+        locked = os.path.join(tmp, "locked")
+        os.mkdir(locked, 0o555)
+        done = subprocess.run([PRUNE, "-m", source, "--heads", "0.1", "-o", os.path.join(locked, "m")], capture_output=True)
+        report(done.returncode == 1 and os.listdir(locked) == [], f"read-only parent: {done.stderr}")
+
+
+with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
+    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode}[mode](tmp)
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

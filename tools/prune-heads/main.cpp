@@ -1,0 +1,121 @@
+// prune-heads: scores every head into a head table (--score), or writes a
+// new model directory without some attention heads, chosen by an explicit
+// list or by a head table's score column (--mask-only keeps the shapes and
+// zeroes the heads instead). man/prune-heads.1.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/ids.hpp"
+#include "cli/options.hpp"
+#include "cli/progress.hpp"
+#include "cli/run.hpp"
+#include "heads/ablation.hpp"
+#include "heads/prune.hpp"
+#include "model/session.hpp"
+#include "model/weights.hpp"
+#include "model/writer.hpp"
+#include "tensor/error.hpp"
+
+using namespace heads;
+
+namespace {
+
+struct Options {
+    std::string model_dir, output, list, scores, by, keep, precision = "auto";
+    std::int64_t drop = 0, min_per_layer = 0, ctx = 0;
+    bool dropping = false, reverse = false, mask_only = false, force = false;
+    int threads = 0;
+    std::vector<std::string> inputs;
+};
+
+// --score: the head table of the calibration tokens (all input lines, one after another).
+void score(const Options& o) {
+    Context context(cli::thread_count(o.threads));
+    LoadOptions load;
+    load.precision = precision_named(o.precision);
+    const auto model = Model::load(context, cli::find_model(o.model_dir), load);
+    cli::IdReader reader(o.inputs, model->vocab_size());
+    std::vector<std::int32_t> tokens, ids;
+    while (reader.next(ids)) tokens.insert(tokens.end(), ids.begin(), ids.end());
+    if (tokens.empty()) throw Error("no calibration tokens: the input is empty");
+    const std::int64_t window = o.ctx > 0 ? o.ctx : model->context_length();
+    Session session(model, context, {std::min<std::int64_t>(window, 4096)});
+    cli::Output out(o.output);
+    cli::Progress progress("prune-heads");
+    AblationOptions options{o.ctx, [&](std::int64_t done, std::int64_t total) {
+                                if (done % 8 == 0 || done == total) progress.update(fmt::format("head {}/{}", done, total));
+                            }};
+    const HeadTable table = score_heads(session, tokens, options);
+    progress.done();
+    write_head_table(out.get(), table);
+    out.commit();
+}
+
+// The heads to remove and how they were chosen, for the record.
+std::pair<HeadMask, std::string> selection(const Options& o, const std::filesystem::path& source,
+                                           const LlamaConfig& config) {
+    if (o.scores.empty()) return {head_mask(config, parse_head_list(o.list)), "--heads " + o.list};
+    std::int64_t total = 0;
+    for (const auto& layer : config.layers) total += layer.n_heads();
+    if (o.drop > total) throw Error("--drop {}: the model has {} heads", o.drop, total);
+    const HeadTable table = read_head_table(o.scores, model_fingerprint(source));
+    const std::int64_t remove = o.dropping ? o.drop : total - heads_to_keep(o.keep, total);
+    const HeadMask removed = heads_to_remove(config, table, {o.by, remove, o.min_per_layer, o.reverse});
+    std::string how = fmt::format("--by {} {}", o.by, o.dropping ? fmt::format("--drop {}", o.drop) : "--keep " + o.keep);
+    if (o.min_per_layer) how += fmt::format(" --min-per-layer {}", o.min_per_layer);
+    if (o.reverse) how += " --reverse";
+    return {removed, how};
+}
+
+void prune(const Options& o) {
+    const auto source = cli::find_model(o.model_dir);
+    if (std::filesystem::exists(o.output) && !o.force) throw Error("{}: already exists (--force replaces it)", o.output);
+    const LlamaConfig config = read_config(source);
+    const auto [removed, how] = selection(o, source, config);
+    write_edited_model(source, o.output, {layout_without(config, removed), o.mask_only, how, o.force});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Score attention heads, or remove them: write a new model directory without them", "prune-heads"};
+    Options o;
+    bool scoring = false;
+    cli::add_model_option(app, o.model_dir);
+    cli::add_output_option(app, o.output)->description("the new model directory (--score: the head table; default stdout)");
+    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, then head statistics");
+    app.add_option("--ctx", o.ctx, "--score: window (default: the model's context), as infer --ppl");
+    cli::add_threads_option(app, o.threads);
+    cli::add_precision_option(app, o.precision);
+    app.add_option("--heads", o.list, "remove these heads: L.H,... or @FILE (H: index in the layer, as --mask-heads)");
+    app.add_option("--scores", o.scores, "head table (TSV) to rank the heads by");
+    app.add_option("--by", o.by, "--scores: the score column; the lowest scores go first");
+    app.add_option("--keep", o.keep, "--scores: keep this share (P%) or number of heads");
+    auto* drop = app.add_option("--drop", o.drop, "--scores: remove this many heads");
+    app.add_option("--min-per-layer", o.min_per_layer, "--scores: leave no layer with fewer heads than this");
+    app.add_flag("--reverse", o.reverse, "--scores: remove the highest scores first");
+    app.add_flag("--mask-only", o.mask_only, "keep every shape; zero the removed heads' o_proj columns instead");
+    app.add_flag("--force", o.force, "replace the output directory if it exists");
+    app.add_option("files", o.inputs, "--score: calibration id lines (default: stdin)");
+
+    const cli::FlagNames flags{{"keep", "--keep"}, {"min_per_layer", "--min-per-layer"}, {"ctx", "--ctx"}};
+    return cli::run(app, argc, argv, [&] {
+        o.dropping = drop->count() > 0;
+        const bool ranked = !o.scores.empty(), ranking = !o.by.empty() || !o.keep.empty() || o.dropping ||
+                                                          o.min_per_layer || o.reverse;
+        if (o.drop < 0 || o.min_per_layer < 0 || o.ctx < 0)
+            throw UsageError("--drop, --min-per-layer and --ctx must not be negative");
+        if (scoring) {
+            if (ranked || !o.list.empty() || ranking || o.mask_only || o.force)
+                throw UsageError("--score writes a head table and removes no heads");
+            return score(o);
+        }
+        if (!o.inputs.empty() || o.ctx) throw UsageError("input files and --ctx go with --score");
+        if (ranked == !o.list.empty()) throw UsageError("give the heads to remove: --heads LIST or --scores FILE");
+        if (!ranked && ranking) throw UsageError("--by, --keep, --drop, --min-per-layer and --reverse go with --scores");
+        if (ranked && o.by.empty()) throw UsageError("--scores needs --by COLUMN");
+        if (ranked && o.keep.empty() == !o.dropping) throw UsageError("--scores needs one of --keep P% and --drop K");
+        if (o.output.empty() || o.output == "-") throw UsageError("removing heads needs -o DIR, the new model directory");
+        prune(o);
+    }, flags, [] { return Context(1).describe(); });
+}
