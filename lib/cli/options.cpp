@@ -4,6 +4,7 @@
 
 #include <sched.h>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads::cli {
@@ -13,9 +14,17 @@ CLI::Option* add_model_option(CLI::App& app, std::string& model, const std::stri
 }
 
 CLI::Option* add_threads_option(CLI::App& app, int& threads) {
-    return app.add_option("-t,--threads", threads, "threads (default: all cores)")
+    const CLI::Validator count(
+        [](std::string& text) -> std::string {
+            const auto value = parse_count<int>(text);
+            if (!value) return fmt::format("not a number of threads: '{}'", text);
+            if (*value > kMaxThreads) return fmt::format("{} is more than the {} threads heads can use", text, kMaxThreads);
+            return {};
+        },
+        "N");
+    return app.add_option("-t,--threads", threads, fmt::format("threads, at most {} (default: all cores)", kMaxThreads))
         ->type_name("N")
-        ->check(CLI::NonNegativeNumber);
+        ->check(count);
 }
 
 CLI::Option* add_output_option(CLI::App& app, std::string& output) {

@@ -20,7 +20,10 @@ namespace heads::cli {
 CLI::Option* add_model_option(CLI::App& app, std::string& model,
                               const std::string& help = "model directory (default: $HEADS_MODEL, else the "
                                                         "installed default model)");
-// -t, --threads N (0, the default, means every core this process may use)
+// -t, --threads N (0, the default, means every core this process may use).
+// N is capped at kMaxThreads: a stated limit, far above any core count heads
+// runs on, so that -t 100000 is a usage error and not thousands of threads.
+inline constexpr int kMaxThreads = 1024;
 CLI::Option* add_threads_option(CLI::App& app, int& threads);
 // -o, --output FILE ("-" is stdout)
 CLI::Option* add_output_option(CLI::App& app, std::string& output);
