@@ -1,0 +1,147 @@
+#!/bin/bash
+# Bad input as users meet it (issue 14): tokenize, infer and decode against
+# odd -o targets, signals, bad options and hostile files, on the embedded
+# model. Each case asserts the exit status, the one-line message, and that
+# nothing was left behind (no FILE.tmp.XXXXXX, no target destroyed).
+# usage: bad_input_test.sh BUILD_BIN_DIR SOURCE_DIR
+set -u
+bin=$(cd "$1" && pwd)
+src=$(cd "$2" && pwd)
+model=$src/models/kjv
+[ -f "$model/model.safetensors" ] || { echo "skipped: no embedded model"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+export HEADS_MODEL=$model
+tokenize=$bin/tokenize infer=$bin/infer decode=$bin/decode
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+check() {  # check WHAT COMMAND...: the command succeeds
+    local what=$1
+    shift
+    if "$@"; then ok; else fail "$what"; fi
+}
+leftovers() { find "$tmp" /dev -maxdepth 2 -name '*.tmp.??????' 2> /dev/null; }
+
+# expect STATUS MESSAGE COMMAND...: exits STATUS with one stderr line
+# "PROG: ...MESSAGE..." (MESSAGE a grep -E pattern; status 2 adds the
+# usage line and the hint; status 0 means a quiet stderr), and leaves no
+# temporary file. as=PROG names the program when COMMAND runs it through bash.
+expect() {
+    local want=$1 part=$2
+    shift 2
+    local prog
+    prog=${as:-$(basename "$1")}
+    "$@" > out 2> err < "${stdin:-/dev/null}"
+    local status=$? lines
+    lines=$(wc -l < err)
+    [ "$want" -eq 2 ] && [ "$lines" -eq 3 ] && sed -n 2p err | grep -q "^Usage: $prog" && lines=1
+    [ "$want" -eq 0 ] && [ "$lines" -eq 0 ] && echo "$prog: " > err && lines=1
+    if [ "$status" -eq "$want" ] && [ "$lines" -eq 1 ] && head -1 err | grep -qE -- "^$prog: .*$part" &&
+        [ -z "$(leftovers)" ]; then
+        ok
+    else
+        fail "$* -> status $status, $lines stderr lines: $(head -3 err | cut -c1-300)$(leftovers)"
+    fi
+}
+
+echo "In the beginning God created the heaven and the earth." > prompt.txt
+"$tokenize" prompt.txt > prompt.ids
+"$tokenize" -o want.ids prompt.txt
+
+# 1. -o never replaces what it names: devices, FIFOs, symlinks, /dev/stdout;
+# an existing file keeps its mode.
+mknod device c 1 3 2> /dev/null  # a private null device, safe to lose if -o were wrong
+if [ -c device ]; then
+    expect 0 "" "$decode" -t 1 -n 2 -o device prompt.ids
+    check "-o onto a character device keeps the device" [ -c device ]
+    # The system's /dev/null only once a private device survived, and checked by stat.
+    if [ -c device ]; then
+        before=$(stat -c '%F %t:%T %i' /dev/null)
+        expect 0 "" "$tokenize" -o /dev/null prompt.txt
+        check "-o /dev/null keeps /dev/null" [ "$(stat -c '%F %t:%T %i' /dev/null)" = "$before" ]
+    fi
+fi
+mkfifo fifo
+timeout 60 cat fifo > from_fifo &
+reader=$!
+expect 0 "" "$tokenize" -o fifo prompt.txt
+[ -p fifo ] || kill "$reader"  # replaced: no writer will ever come
+wait "$reader"
+check "-o onto a FIFO writes into it" cmp -s from_fifo want.ids
+check "-o onto a FIFO keeps the FIFO" [ -p fifo ]
+echo old > real.ids
+ln -s real.ids link.ids
+expect 0 "" "$tokenize" -o link.ids prompt.txt
+check "-o onto a symlink keeps the link" [ -L link.ids ]
+check "-o onto a symlink writes the file it names" cmp -s real.ids want.ids
+ln -s nothing.ids dangling.ids
+expect 0 "" "$tokenize" -o dangling.ids prompt.txt
+check "-o onto a dangling symlink makes its target" cmp -s nothing.ids want.ids
+"$tokenize" -o /dev/stdout prompt.txt > via_stdout.ids
+check "-o /dev/stdout writes stdout" cmp -s via_stdout.ids want.ids
+echo first > appended.ids
+"$tokenize" -o /dev/stdout prompt.txt >> appended.ids
+check "-o /dev/stdout appends where stdout appends" [ "$(head -1 appended.ids)" = first ] && check "-o /dev/stdout appends" [ "$(wc -l < appended.ids)" -eq 2 ]
+echo secret > private.ids
+chmod 600 private.ids
+expect 0 "" "$tokenize" -o private.ids prompt.txt
+check "-o keeps a 0600 file's mode" [ "$(stat -c %a private.ids)" = 600 ]
+mkdir folder
+expect 1 "folder: Is a directory" "$tokenize" -o folder prompt.txt
+expect 1 "missing/x.ids: No such file or directory" "$tokenize" -o missing/x.ids prompt.txt
+
+# 2. -t: a stated cap, and threads the system refuses: one line, never an abort.
+expect 2 "--threads: 100000 is more than the 1024 threads" "$decode" -t 100000 -n 1 prompt.ids
+expect 2 "--threads: 100000 is more than the 1024 threads" "$infer" -t 100000 prompt.ids
+# 1 GiB thread stacks under a 6 GiB address space: the system refuses the
+# sixth thread or so.
+as=decode expect 1 "--threads: cannot start 64 threads, only [0-9]+: Resource temporarily unavailable" \
+    bash -c 'ulimit -s 1048576 && ulimit -v 6291456 && exec "$0" -t 64 -n 1 prompt.ids' "$decode"
+
+# 3. A signal while -o is being written: the temporary file goes, and the
+# program dies of the signal. The input is a FIFO held open, so each
+# program waits with its output file open.
+set -m  # background jobs under job control keep SIGINT's default action
+for signal in INT TERM HUP; do
+    for prog in tokenize infer decode; do
+        rm -f held
+        mkfifo held
+        exec 3<> held
+        case $prog in
+            tokenize) "$tokenize" -o signalled.out held & ;;
+            infer) "$infer" -t 1 -o signalled.out held & ;;
+            decode) "$decode" -t 1 -n 1 -o signalled.out held & ;;
+        esac
+        pid=$!
+        for _ in $(seq 100); do
+            [ -n "$(find . -maxdepth 1 -name 'signalled.out.tmp.*')" ] && break
+            sleep 0.1
+        done
+        [ -n "$(find . -maxdepth 1 -name 'signalled.out.tmp.*')" ] || fail "$prog made no temporary file"
+        kill -s "$signal" "$pid"
+        wait "$pid" 2> /dev/null
+        status=$?
+        exec 3>&-
+        want=$((128 + $(kill -l "$signal")))
+        if [ "$status" -eq "$want" ] && [ -z "$(leftovers)" ] && [ ! -e signalled.out ]; then
+            ok
+        else
+            fail "$prog -o, SIG$signal: status $status (want $want), left $(leftovers) $(ls signalled.out 2> /dev/null)"
+        fi
+    done
+done
+set +m
+
+# 4. A repeatable option takes one value per use, never the file after it.
+"$decode" -t 1 -n 3 prompt.ids > want.decoded
+for options in "--stop ." "--logit-bias 2=0" "--logprobs 1 probs.tsv"; do
+    # shellcheck disable=SC2086
+    expect 0 "" "$decode" -t 1 -n 3 $options prompt.ids
+    check "decode $options prompt.ids reads prompt.ids" [ -s out ]
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
