@@ -17,7 +17,12 @@ tokenize=$bin/tokenize infer=$bin/infer decode=$bin/decode
 passed=0
 failed=0
 ok() { passed=$((passed + 1)); }
-fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+# A failure clears the temporary files left in $tmp, so that it does not fail the cases after it.
+fail() {
+    echo "FAIL: $*"
+    failed=$((failed + 1))
+    find "$tmp" -maxdepth 2 -name '*.tmp.??????' -delete
+}
 check() {  # check WHAT COMMAND...: the command succeeds
     local what=$1
     shift
@@ -142,6 +147,42 @@ for options in "--stop ." "--logit-bias 2=0" "--logprobs 1 probs.tsv"; do
     expect 0 "" "$decode" -t 1 -n 3 $options prompt.ids
     check "decode $options prompt.ids reads prompt.ids" [ -s out ]
 done
+
+# 5. The model file truncated while decode runs (SIGBUS on its mapped
+# pages): one line naming the file, status 1, no temporary file.
+cp -r "$model" truncated
+rm -f held
+mkfifo held
+exec 3<> held
+"$decode" -t 1 -m truncated -n 8 -o bus.out held > /dev/null 2> bus.err &
+pid=$!
+for _ in $(seq 100); do
+    [ -n "$(find . -maxdepth 1 -name 'bus.out.tmp.*')" ] && break
+    sleep 0.1
+done
+truncate -s 4096 truncated/model.safetensors
+cat prompt.ids >&3
+exec 3>&-
+wait "$pid" 2> /dev/null
+status=$?
+if [ "$status" -eq 1 ] && [ "$(wc -l < bus.err)" -eq 1 ] &&
+    grep -q "^decode: .*truncated/model.safetensors: read error: the file was truncated" bus.err &&
+    [ -z "$(leftovers)" ] && [ ! -e bus.out ]; then
+    ok
+else
+    fail "decode on a model truncated while it runs: status $status: $(head -3 bus.err) $(leftovers)"
+fi
+
+# 9. Head lists: a directory, a device that never ends.
+expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids
+expect 1 "/dev/zero: the list of heads is larger than 64 MiB" "$decode" -t 1 -n 1 --mask-heads @/dev/zero prompt.ids
+expect 0 "" "$decode" -t 1 -n 1 --mask-heads @<(echo 1.2) prompt.ids
+
+# 10. A FIFO as the weights file: refused at once, not waited on.
+mkdir fifo_model
+cp "$model"/config.json "$model"/tokenizer.model fifo_model/
+mkfifo fifo_model/model.safetensors
+as=infer expect 1 "fifo_model/model.safetensors: not a regular file" timeout 20 "$infer" -t 1 -m fifo_model prompt.ids
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
