@@ -112,6 +112,13 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
         for (std::int64_t g = 0; g < kv_head_counts[std::size_t(l)]; ++g) {
             std::int64_t used = slots;  // up to the last slot in use: trailing -1 slots are padding
             while (used > 0 && pos_data[std::size_t(g * slots + used - 1)] == -1) --used;
+            // A slot holds one of the sequence's positions (or a synthetic one,
+            // negative): a position past heads.tokens means the two disagree.
+            const std::int64_t n_tokens = std::int64_t(contents.info.tokens.size());
+            for (std::int64_t slot = 0; slot < used; ++slot)
+                if (const std::int32_t p = pos_data[std::size_t(g * slots + slot)]; p >= n_tokens)
+                    throw Error("{}: kv.{}.pos: KV head {} slot {} holds position {}, but heads.tokens has {} tokens",
+                                where, l, g, slot, p, n_tokens);
             const std::int64_t first = g * slots * head_dim;  // of head g in [n_kv_heads, slots, head_dim]
             contents.cache.append(l, g, k_data.data() + first, v_data.data() + first, head_dim,
                                   pos_data.subspan(std::size_t(g * slots), std::size_t(used)));

@@ -63,7 +63,7 @@ if [ -c device ]; then
     expect 0 "" "$decode" -t 1 -n 2 -o device prompt.ids
     check "-o onto a character device keeps the device" [ -c device ]
     # The system's /dev/null only once a private device survived, and checked by stat.
-    if [ -c device ]; then
+    if [ -c device ] && [ -c /dev/null ]; then
         before=$(stat -c '%F %t:%T %i' /dev/null)
         expect 0 "" "$tokenize" -o /dev/null prompt.txt
         check "-o /dev/null keeps /dev/null" [ "$(stat -c '%F %t:%T %i' /dev/null)" = "$before" ]
@@ -85,11 +85,23 @@ check "-o onto a symlink writes the file it names" cmp -s real.ids want.ids
 ln -s nothing.ids dangling.ids
 expect 0 "" "$tokenize" -o dangling.ids prompt.txt
 check "-o onto a dangling symlink makes its target" cmp -s nothing.ids want.ids
-"$tokenize" -o /dev/stdout prompt.txt > via_stdout.ids
-check "-o /dev/stdout writes stdout" cmp -s via_stdout.ids want.ids
-echo first > appended.ids
-"$tokenize" -o /dev/stdout prompt.txt >> appended.ids
-check "-o /dev/stdout appends where stdout appends" [ "$(head -1 appended.ids)" = first ] && check "-o /dev/stdout appends" [ "$(wc -l < appended.ids)" -eq 2 ]
+# Standard output by name: first through a private link to /proc/self/fd/1
+# (what /dev/stdout is), which a wrong -o would only replace here; the
+# system's /dev/stdout only once that passed.
+ln -s /proc/self/fd/1 my_stdout
+"$tokenize" -o my_stdout prompt.txt > via_stdout.ids
+check "-o a link to /proc/self/fd/1 writes stdout" cmp -s via_stdout.ids want.ids
+if [ -L my_stdout ] && [ -L /dev/stdout ]; then
+    "$tokenize" -o /dev/stdout prompt.txt > via_stdout.ids
+    check "-o /dev/stdout writes stdout" cmp -s via_stdout.ids want.ids
+    check "-o /dev/stdout keeps the link" [ -L /dev/stdout ]
+    echo first > appended.ids
+    "$tokenize" -o /dev/stdout prompt.txt >> appended.ids
+    check "-o /dev/stdout appends where stdout appends" [ "$(head -1 appended.ids)" = first ]
+    check "-o /dev/stdout appends" [ "$(wc -l < appended.ids)" -eq 2 ]
+else
+    fail "-o my_stdout replaced the link"
+fi
 echo secret > private.ids
 chmod 600 private.ids
 expect 0 "" "$tokenize" -o private.ids prompt.txt
@@ -172,6 +184,31 @@ if [ "$status" -eq 1 ] && [ "$(wc -l < bus.err)" -eq 1 ] &&
 else
     fail "decode on a model truncated while it runs: status $status: $(head -3 bus.err) $(leftovers)"
 fi
+
+# 7. config.json's token ids are checked at load.
+for case in "eos_token_id -7" "bos_token_id 2147483653" "eos_token_id 2048" 'bos_token_id "1"' "eos_token_id [2, -1]"; do
+    read -r key value <<< "$case"
+    rm -rf bad_ids && cp -r "$model" bad_ids
+    /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c[sys.argv[2]] = json.loads(sys.argv[3]); json.dump(c, open(sys.argv[1], "w"))' \
+        bad_ids/config.json "$key" "$value"
+    expect 1 "bad_ids/config.json: \"$key\" must be a token id from 0 to 2047, not " "$decode" -t 1 -n 1 -m bad_ids prompt.ids
+done
+
+# 8. A KV frame whose heads.tokens disagree with its slots.
+printf '1 2 3 4 5 6 7 8 9 10 11 12 13 14 15\n' | "$infer" -t 1 --kv --logits none > frame.kv
+/usr/bin/python3 - frame.kv short.kv <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+size = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + size])
+header["__metadata__"]["heads.tokens"] = "1 2"
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
+PY
+expect 1 "short.kv: frame 1: kv.0.pos: KV head 0 slot 2 holds position 2, but heads.tokens has 2 tokens" \
+    "$decode" -t 1 -n 1 --kv short.kv
+expect 0 "" "$decode" -t 1 -n 1 --kv frame.kv
 
 # 9. Head lists: a directory, a device that never ends.
 expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids
