@@ -210,6 +210,20 @@ expect 1 "short.kv: frame 1: kv.0.pos: KV head 0 slot 2 holds position 2, but he
     "$decode" -t 1 -n 1 --kv short.kv
 expect 0 "" "$decode" -t 1 -n 1 --kv frame.kv
 
+# 11. Out-of-range option values are bad usage; 6. so are NaN and infinities.
+expect 2 "--seed: not a number from 0 to 18446744073709551615: '18446744073709551616'" \
+    "$decode" -t 1 -n 1 --seed 18446744073709551616 prompt.ids
+expect 2 "--beams: must be at least 1, not 0" "$decode" -t 1 -n 1 --beams 0 prompt.ids
+expect 2 "--beams: must be at least 1, not -2" "$decode" -t 1 -n 1 --beams -2 prompt.ids
+expect 2 "--keep: must be at least 0, not -1" "$decode" -t 1 -n 1 --keep -1 prompt.ids
+expect 2 "--length-penalty: must be a finite number, not 'nan'" "$decode" -t 1 -n 1 --beams 2 --length-penalty nan prompt.ids
+expect 2 "--alpha: must be a finite number, not 'nan'" "$decode" -t 1 -n 1 --alpha nan prompt.ids
+expect 2 "--temp: must be a finite number, not 'inf'" "$decode" -t 1 -n 1 --temp inf prompt.ids
+expect 2 "--ctx: must be at least 1, not 0" "$infer" -t 1 --ppl --ctx 0 prompt.ids
+expect 2 "--ctx: must be at least 1, not -1" "$infer" -t 1 --ppl --ctx -1 prompt.ids
+expect 2 "--threads: not a number of threads: '-1'" "$decode" -t -1 -n 1 prompt.ids
+expect 2 "--threads: not a number of threads: 'abc'" "$tokenize" -t abc prompt.txt
+
 # 9. Head lists: a directory, a device that never ends.
 expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids
 expect 1 "/dev/zero: the list of heads is larger than 64 MiB" "$decode" -t 1 -n 1 --mask-heads @/dev/zero prompt.ids
