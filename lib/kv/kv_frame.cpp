@@ -1,5 +1,7 @@
 #include "kv/kv_frame.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -107,6 +109,9 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     for (std::int64_t l = 0; l < std::int64_t(kv_head_counts.size()); ++l) {
         const Tensor& k = frame.at(fmt::format("kv.{}.k", l));
         const std::vector<float> k_data = k.to_f32(), v_data = frame.at(fmt::format("kv.{}.v", l)).to_f32();
+        for (const auto& [name, data] : {std::pair{"k", &k_data}, {"v", &v_data}})
+            if (!std::all_of(data->begin(), data->end(), [](float value) { return std::isfinite(value); }))
+                throw Error("{}: kv.{}.{} holds NaN or infinity", where, l, name);
         const auto pos_data = frame.at(fmt::format("kv.{}.pos", l)).data<std::int32_t>();
         const std::int64_t slots = k.dim(1);
         for (std::int64_t g = 0; g < kv_head_counts[std::size_t(l)]; ++g) {

@@ -224,6 +224,33 @@ expect 2 "--ctx: must be at least 1, not -1" "$infer" -t 1 --ppl --ctx -1 prompt
 expect 2 "--threads: not a number of threads: '-1'" "$decode" -t -1 -n 1 prompt.ids
 expect 2 "--threads: not a number of threads: 'abc'" "$tokenize" -t abc prompt.txt
 
+# 6. NaN in the weights or in a KV frame: an error naming the layer or the tensor.
+cp -r "$model" nan_model
+/usr/bin/python3 - nan_model/model.safetensors <<'PY'
+import json, struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+size = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + size])
+name = next(k for k in header if k.startswith("model.layers.2.") and k.endswith("down_proj.weight"))
+assert header[name]["dtype"] == "F32"
+begin = 8 + size + header[name]["data_offsets"][0]
+data[begin:begin + 64] = struct.pack("<16f", *[float("nan")] * 16)
+open(path, "wb").write(data)
+PY
+expect 1 "prompt.ids:1: layer 2: the hidden state became NaN or infinite" "$decode" -t 1 -n 2 -m nan_model prompt.ids
+expect 1 "layer 2: the hidden state became NaN or infinite" "$infer" -t 1 -m nan_model prompt.ids
+/usr/bin/python3 - frame.kv nan.kv <<'PY'
+import json, struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+size = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + size])
+begin = 8 + size + header["kv.1.k"]["data_offsets"][0]
+data[begin:begin + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(data)
+PY
+expect 1 "nan.kv: frame 1: kv.1.k holds NaN or infinity" "$decode" -t 1 -n 1 --kv nan.kv
+
 # 9. Head lists: a directory, a device that never ends.
 expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids
 expect 1 "/dev/zero: the list of heads is larger than 64 MiB" "$decode" -t 1 -n 1 --mask-heads @/dev/zero prompt.ids
