@@ -251,6 +251,15 @@ open(sys.argv[2], "wb").write(data)
 PY
 expect 1 "nan.kv: frame 1: kv.1.k holds NaN or infinity" "$decode" -t 1 -n 1 --kv nan.kv
 
+# 12. A malformed option value is bad usage (2, with the usage line); 13. a
+# bad line of a head-list file is an error naming the file and line.
+expect 2 "bad head 'a.b' \(want LAYER.HEAD" "$decode" -t 1 -n 1 --mask-heads a.b prompt.ids
+expect 2 "bad head 'a.b' \(want LAYER.HEAD" "$infer" -t 1 --mask-heads 1.2,a.b prompt.ids
+printf '# heads to mask\n1.2\n3.x\n' > heads.list
+expect 1 "heads.list:3: bad head '3.x'" "$decode" -t 1 -n 1 --mask-heads @heads.list prompt.ids
+expect 2 "--hidden a: 'a' is not a layer number" "$infer" -t 1 --hidden a prompt.ids
+expect 2 "--attention 4: layers are numbered 0 to 3" "$infer" -t 1 --attention 4 prompt.ids
+
 # 9. Head lists: a directory, a device that never ends.
 expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids
 expect 1 "/dev/zero: the list of heads is larger than 64 MiB" "$decode" -t 1 -n 1 --mask-heads @/dev/zero prompt.ids
