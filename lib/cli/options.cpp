@@ -1,9 +1,14 @@
 #include "cli/options.hpp"
 
+#include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 
 #include <sched.h>
 
+#include "io/number.hpp"
 #include "tensor/error.hpp"
 
 namespace heads::cli {
@@ -13,9 +18,17 @@ CLI::Option* add_model_option(CLI::App& app, std::string& model, const std::stri
 }
 
 CLI::Option* add_threads_option(CLI::App& app, int& threads) {
-    return app.add_option("-t,--threads", threads, "threads (default: all cores)")
+    const CLI::Validator count(
+        [](std::string& text) -> std::string {
+            const auto value = parse_count<int>(text);
+            if (!value) return fmt::format("not a number of threads: '{}'", text);
+            if (*value > kMaxThreads) return fmt::format("{} is more than the {} threads heads can use", text, kMaxThreads);
+            return {};
+        },
+        "N");
+    return app.add_option("-t,--threads", threads, fmt::format("threads, at most {} (default: all cores)", kMaxThreads))
         ->type_name("N")
-        ->check(CLI::NonNegativeNumber);
+        ->check(count);
 }
 
 CLI::Option* add_output_option(CLI::App& app, std::string& output) {
@@ -26,6 +39,47 @@ CLI::Option* add_precision_option(CLI::App& app, std::string& precision) {
     return app.add_option("--precision", precision, "weight arithmetic: auto (bf16 for bf16 weights), f32, bf16")
         ->type_name("P")
         ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+}
+
+namespace {
+
+template <class T> CLI::Validator count_fitting() {
+    return CLI::Validator(
+        [](std::string& text) -> std::string {
+            if (parse_count<T>(text)) return {};
+            return fmt::format("not a number from 0 to {}: '{}'", std::numeric_limits<T>::max(), text);
+        },
+        "");
+}
+
+}  // namespace
+
+CLI::Option* check_number(CLI::Option* option, const std::type_info& type) {
+    if (type == typeid(float) || type == typeid(double))
+        return option->check(CLI::Validator(
+            [](std::string& text) -> std::string {
+                char* end = nullptr;
+                const double value = std::strtod(text.c_str(), &end);
+                if (!text.empty() && *end == '\0' && !std::isfinite(value))
+                    return fmt::format("must be a finite number, not '{}'", text);
+                return {};
+            },
+            ""));
+    if (type == typeid(std::uint64_t)) return option->check(count_fitting<std::uint64_t>());
+    if (type == typeid(std::uint32_t)) return option->check(count_fitting<std::uint32_t>());
+    return option;
+}
+
+CLI::Option* at_least(CLI::Option* option, std::int64_t least) {
+    return option->check(CLI::Validator(
+        [least](std::string& text) -> std::string {
+            std::int64_t value = 0;
+            const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+            if (error != std::errc() || end != text.data() + text.size()) return {};  // not a number: CLI11 says so
+            if (value < least) return fmt::format("must be at least {}, not {}", least, text);
+            return {};
+        },
+        ""));
 }
 
 std::filesystem::path default_model_path() {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -20,13 +21,28 @@ namespace heads::cli {
 CLI::Option* add_model_option(CLI::App& app, std::string& model,
                               const std::string& help = "model directory (default: $HEADS_MODEL, else the "
                                                         "installed default model)");
-// -t, --threads N (0, the default, means every core this process may use)
+// -t, --threads N (0, the default, means every core this process may use).
+// N is capped at kMaxThreads: a stated limit, far above any core count heads
+// runs on, so that -t 100000 is a usage error and not thousands of threads.
+inline constexpr int kMaxThreads = 1024;
 CLI::Option* add_threads_option(CLI::App& app, int& threads);
 // -o, --output FILE ("-" is stdout)
 CLI::Option* add_output_option(CLI::App& app, std::string& output);
 // --precision auto|f32|bf16, the weights' arithmetic (precision_named in
 // model/model.hpp turns the name into a Precision).
 CLI::Option* add_precision_option(CLI::App& app, std::string& precision);
+
+// The checks a number given as an option needs, whatever it means: a
+// floating-point value must be finite (nan and inf are bad usage, not a
+// silent "0 0 0"), an unsigned one must fit (2^64 is refused, not
+// saturated). Returns `option`; CLI11's own conversion refuses the rest.
+CLI::Option* check_number(CLI::Option* option, const std::type_info& type);
+template <class T> CLI::Option* add_number(CLI::App& app, const std::string& name, T& value, const std::string& help) {
+    return check_number(app.add_option(name, value, help), typeid(T));
+}
+// An option whose value, when given, must be at least `least` (its default
+// may lie below: -1 for "off"); "--beams: must be at least 1, not 0".
+CLI::Option* at_least(CLI::Option* option, std::int64_t least);
 
 // Where the default model is installed: <dir of the executable>/../share/heads/models/kjv.
 std::filesystem::path default_model_path();

@@ -45,9 +45,23 @@ int close_stdout(const std::string& prog) {
 }
 
 // The message with the tool's flag for the parameter it is about, if any.
+// Parameters of the options every tool adds the same way (cli/options.hpp).
+const FlagNames kCommonFlags{{"threads", "--threads"}};
+
 std::string with_flag(const Error& error, const FlagNames& flags) {
-    const auto flag = flags.find(error.param());
-    return flag == flags.end() ? error.what() : fmt::format("{}: {}", flag->second, error.what());
+    for (const FlagNames* names : {&flags, &kCommonFlags})
+        if (const auto flag = names->find(error.param()); flag != names->end())
+            return fmt::format("{}: {}", flag->second, error.what());
+    return error.what();
+}
+
+// One value per use of an option: CLI11 lets an option that collects a
+// vector (--stop, --logit-bias, --logprobs K FILE) go on taking the
+// arguments after it, so `--stop . prompt.ids` made the file a second stop
+// string. A repeatable option is repeated instead: --stop a --stop b.
+void one_value_per_use(CLI::App& app) {
+    for (CLI::Option* option : app.get_options())
+        if (option->nonpositional()) option->allow_extra_args(false);
 }
 
 }  // namespace
@@ -64,6 +78,7 @@ int run(CLI::App& app, int argc, char** argv, const std::function<void()>& body,
     app.set_version_flag("--version", fmt::format("{} (heads) {}", prog, HEADS_VERSION));
     try {
         try {
+            one_value_per_use(app);
             app.parse(argc, argv);
         } catch (const CLI::CallForHelp&) {
             write_all(stdout, app.help());

@@ -31,8 +31,8 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
         const std::size_t comma = std::min(spec.find(',', start), spec.size());
         const std::string_view item = spec.substr(start, comma - start);
         const auto layer = parse_count(item);
-        if (!layer) throw Error("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
-        if (*layer >= n_layers) throw Error("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
+        if (!layer) throw UsageError("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
+        if (*layer >= n_layers) throw UsageError("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
         layers.push_back(*layer);
         start = comma + 1;
     }
@@ -42,11 +42,11 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
     for (auto l : request.hidden_layers)
         if (l < 0 || l >= config.n_layers)
-            throw Error(Param{"hidden_layers"}, "{}: hidden states are numbered by layer, 0 to {}", l,
+            throw UsageError(Param{"hidden_layers"}, "{}: hidden states are numbered by layer, 0 to {}", l,
                         config.n_layers - 1);
     for (auto l : request.attention_layers)
         if (l < 0 || l >= config.n_layers)
-            throw Error(Param{"attention_layers"}, "{}: layers are numbered 0 to {}", l, config.n_layers - 1);
+            throw UsageError(Param{"attention_layers"}, "{}: layers are numbered 0 to {}", l, config.n_layers - 1);
 }
 
 Metadata frame_metadata(std::string_view kind, const Model& model, std::span<const std::int32_t> tokens) {

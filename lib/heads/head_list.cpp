@@ -1,6 +1,8 @@
 #include "heads/head_list.hpp"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 
 #include "io/number.hpp"
 #include "io/read_file.hpp"
@@ -9,38 +11,55 @@
 namespace heads {
 namespace {
 
-HeadRef parse_head(std::string_view item) {
+// LAYER.HEAD, or nullopt.
+std::optional<HeadRef> parse_head(std::string_view item) {
     const auto dot = item.find('.');
     const auto layer = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(0, dot));
     const auto head = dot == std::string_view::npos ? std::nullopt : parse_count(item.substr(dot + 1));
-    if (!layer || !head) throw Error("bad head '{}' (want LAYER.HEAD, e.g. 3.5)", item);
-    return {*layer, *head};
+    if (!layer || !head) return std::nullopt;
+    return HeadRef{*layer, *head};
 }
 
-}  // namespace
-
-std::vector<HeadRef> parse_head_list(std::string_view spec) {
-    std::string text(spec);
-    if (!spec.empty() && spec.front() == '@') {
-        const std::string content = read_file(std::string(spec.substr(1)), "the list of heads");
-        text.clear();
-        for (std::size_t start = 0; start < content.size();) {  // each line up to its '#'
-            const std::size_t end = std::min(content.find('\n', start), content.size());
-            const std::string_view line(content.data() + start, end - start);
-            text.append(line.substr(0, line.find('#')));
-            text += '\n';
-            start = end + 1;
-        }
-    }
-    std::vector<HeadRef> heads;
+// The heads of `text` (items between commas and white space), appended to
+// `heads`; the bad item, if any.
+std::optional<std::string> parse_heads(std::string_view text, std::vector<HeadRef>& heads) {
     std::string item;
-    for (const char c : text + ",") {
+    for (const char c : std::string(text) + ",") {
         if (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            if (!item.empty()) heads.push_back(parse_head(item));
+            if (!item.empty()) {
+                const auto head = parse_head(item);
+                if (!head) return item;
+                heads.push_back(*head);
+            }
             item.clear();
         } else {
             item += c;
         }
+    }
+    return std::nullopt;
+}
+
+constexpr const char* kWant = "want LAYER.HEAD, e.g. 3.5";
+
+}  // namespace
+
+std::vector<HeadRef> parse_head_list(std::string_view spec) {
+    std::vector<HeadRef> heads;
+    if (spec.empty() || spec.front() != '@') {
+        // Given on the command line: a bad item is bad usage.
+        if (const auto bad = parse_heads(spec, heads)) throw UsageError("bad head '{}' ({})", *bad, kWant);
+        return heads;
+    }
+    const std::string path(spec.substr(1));
+    const std::string content = read_file(path, "the list of heads");
+    std::size_t line_number = 0;
+    for (std::size_t start = 0; start < content.size();) {  // each line up to its '#'
+        const std::size_t end = std::min(content.find('\n', start), content.size());
+        const std::string_view line(content.data() + start, end - start);
+        ++line_number;
+        if (const auto bad = parse_heads(line.substr(0, line.find('#')), heads))
+            throw Error("{}:{}: bad head '{}' ({})", path, line_number, *bad, kWant);
+        start = end + 1;
     }
     return heads;
 }

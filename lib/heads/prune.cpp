@@ -47,13 +47,17 @@ std::int64_t heads_to_keep(std::string_view spec, std::int64_t total) {
         const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), percent);
         if (number.empty() || number.front() == '-' || error != std::errc() || end != number.data() + number.size() ||
             !(percent > 0 && percent <= 100))
-            throw Error(Param{"keep"}, "'{}' is not a share of the heads (want P% with 0 < P <= 100)", spec);
+            throw UsageError(Param{"keep"}, "'{}' is not a share of the heads (want P% with 0 < P <= 100)", spec);
         keep = std::llround(percent / 100 * double(total));
         if (keep < 1) throw Error(Param{"keep"}, "{} of {} heads keeps no head", spec, total);
         return keep;
     }
+    // Malformed (or no head at all) is bad usage whatever the model; more
+    // heads than this model has is an error about the model.
     const auto count = parse_count(spec);
-    if (!count || *count < 1 || *count > total)
+    if (!count || *count < 1)
+        throw UsageError(Param{"keep"}, "'{}' is not a number of heads (N >= 1) nor a share P%", spec);
+    if (*count > total)
         throw Error(Param{"keep"}, "'{}' is not a number of heads from 1 to {}, nor a share P%", spec, total);
     return *count;
 }

@@ -3,13 +3,19 @@
 // memory at once. Large inputs are mapped (mapped_file.hpp) or streamed
 // (input_stream.hpp) instead.
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
 namespace heads {
 
-// The file's bytes; throws heads::Error "PATH: cannot read WHAT".
+// The most read_file() takes: far above any config.json, index or head
+// table, and a bound on what /dev/zero given as one would cost.
+inline constexpr std::size_t kMaxSmallFile = std::size_t(64) << 20;
+
+// The file's bytes (a pipe too: --mask-heads @<(...)); throws heads::Error
+// "PATH: cannot read WHAT: REASON", or "PATH: WHAT is larger than 64 MiB".
 std::string read_file(const std::filesystem::path& path, std::string_view what = "the file");
 
 }  // namespace heads

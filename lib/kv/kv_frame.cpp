@@ -1,5 +1,7 @@
 #include "kv/kv_frame.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -230,13 +232,24 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     for (const auto& layer : layers) kv_head_counts.push_back(std::int64_t(layer.slots.size()));
     contents.cache = KvCache(kv_head_counts, std::max<std::int64_t>(head_dim, 0));
     head_dim = contents.cache.head_dim();
+    const std::int64_t n_tokens = std::int64_t(contents.info.tokens.size());
     for (std::int64_t l = 0; l < std::int64_t(layers.size()); ++l) {
         const LayerTensors& layer = layers[std::size_t(l)];
+        for (const auto& [name, data] : {std::pair{"k", &layer.k}, {"v", &layer.v}})
+            if (!std::all_of(data->begin(), data->end(), [](float value) { return std::isfinite(value); }))
+                throw Error("{}: kv.{}.{} holds NaN or infinity", where, l, name);
         std::int64_t first = 0;
         for (std::int64_t g = 0; g < std::int64_t(layer.slots.size()); ++g) {
             const std::int64_t n = layer.slots[std::size_t(g)];
+            const auto positions = std::span(layer.pos).subspan(std::size_t(first), std::size_t(n));
+            // A slot holds one of the sequence's positions (or a synthetic one,
+            // negative): a position past heads.tokens means the two disagree.
+            for (std::int64_t slot = 0; slot < n; ++slot)
+                if (const std::int32_t p = positions[std::size_t(slot)]; p >= n_tokens)
+                    throw Error("{}: kv.{}.pos: KV head {} slot {} holds position {}, but heads.tokens has {} tokens",
+                                where, l, g, slot, p, n_tokens);
             contents.cache.append(l, g, layer.k.data() + first * head_dim, layer.v.data() + first * head_dim, head_dim,
-                                  std::span(layer.pos).subspan(std::size_t(first), std::size_t(n)));
+                                  positions);
             first += n;
         }
         for (auto [what, target] : {std::pair{"received", &contents.received},

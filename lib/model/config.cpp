@@ -128,12 +128,25 @@ std::vector<LayerHeads> full_layout(const LlamaConfig& c) {
     return std::vector<LayerHeads>(std::size_t(c.n_layers), heads);
 }
 
-std::int32_t token_id_or(const Json& config, const char* key, std::int32_t fallback) {
+// A special token's id: an id of the vocabulary (a list's first, as
+// Llama 3 lists several EOS ids), or `fallback` when absent or null.
+std::int32_t token_id_or(const Json& config, const char* key, std::int32_t fallback, std::int64_t vocab_size,
+                         const std::string& where) {
     const auto found = config.find(key);
-    if (found == config.end()) return fallback;
-    if (found->is_number_integer()) return found->get<std::int32_t>();
-    if (found->is_array() && !found->empty() && (*found)[0].is_number_integer()) return (*found)[0].get<std::int32_t>();
-    return fallback;
+    if (found == config.end() || found->is_null()) return fallback;
+    const Json& first = found->is_array() && !found->empty() ? (*found)[0] : *found;
+    const auto check = [&](const Json& id) {
+        if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= vocab_size ||
+            (id.is_number_unsigned() && id.get<std::uint64_t>() >= std::uint64_t(vocab_size)))
+            throw Error("{}: \"{}\" must be a token id from 0 to {}, not {}", where, key, vocab_size - 1,
+                        id.dump());
+    };
+    if (found->is_array() && found->empty()) throw Error("{}: \"{}\" is an empty list", where, key);
+    if (found->is_array())
+        for (const Json& id : *found) check(id);
+    else
+        check(first);
+    return std::int32_t(first.get<std::int64_t>());
 }
 
 void require_false(const Json& config, const char* key, const std::string& where) {
@@ -194,8 +207,8 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
         throw Error("{}: hidden_act \"{}\" is not supported (Llama uses silu)", where, config.value("hidden_act", ""));
     require_false(config, "attention_bias", where);
     require_false(config, "mlp_bias", where);
-    c.bos_token_id = token_id_or(config, "bos_token_id", 1);
-    c.eos_token_id = token_id_or(config, "eos_token_id", 2);
+    c.bos_token_id = token_id_or(config, "bos_token_id", 1, c.vocab_size, where);
+    c.eos_token_id = token_id_or(config, "eos_token_id", 2, c.vocab_size, where);
     if (const auto found = config.find("head_layout"); found != config.end() && !found->is_null()) {
         c.layers = layout_of(*found, c, where);
         c.pruned = true;

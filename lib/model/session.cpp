@@ -1,6 +1,8 @@
 #include "model/session.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstring>
 
 #include "ops/activation.hpp"
@@ -10,6 +12,16 @@
 
 namespace heads {
 namespace {
+
+// Whether every value is a finite number. Without a branch in the loop, so
+// that it vectorizes: a scan of each layer's output costs little beside the
+// layer's matmuls, and NaN weights or KV entries must stop the forward pass
+// with a message, not write "0 0 0 ..." as if all were well.
+bool all_finite(const float* data, std::int64_t count) {
+    bool finite = true;
+    for (std::int64_t i = 0; i < count; ++i) finite &= std::fabs(data[i]) <= std::numeric_limits<float>::max();
+    return finite;
+}
 
 std::vector<std::int64_t> kv_head_counts(const LlamaConfig& c) {
     std::vector<std::int64_t> kv;
@@ -108,10 +120,12 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     rope_tables(cos_.data(), sin_.data(), position_span, inv_freq_);
 
     float* x = x_.data();
-    if (request.first_layer > 0)
+    if (request.first_layer > 0) {
         std::copy(request.residual.begin(), request.residual.end(), x);
-    else
+    } else {
         for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
+        if (!all_finite(x, n * d)) throw Error("the embeddings of these tokens hold NaN or infinity");
+    }
     // The rows matmul pads to are inputs too: keep them zero.
     zero_rows(x, n, rows, d);
     zero_rows(xn_.data(), n, rows + kRowBucket, d);
@@ -143,6 +157,8 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         swiglu(ffn_.data(), gate_up_.data(), n, c.d_ff);
         matmul(ctx_, {.y = x, .x = ffn_.data(), .rows = n, .accumulate = true}, w.down);
         keep_hidden(l, x);
+        if (!all_finite(x, n * d))
+            throw Error("layer {}: the hidden state became NaN or infinite (non-finite weights or KV cache)", l);
     }
 
     ForwardResult result;
@@ -163,6 +179,8 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         matmul(ctx_, {.y = logits_.data(), .x = last, .rows = 1}, model_->lm_head());
         result.logits = {logits_.data(), std::size_t(c.vocab_size)};
     }
+    if (!all_finite(result.logits.data(), std::int64_t(result.logits.size())))
+        throw Error("the logits are NaN or infinite (non-finite final norm or lm_head weights)");
     last_rows_ = n;
     next_position_ = std::max(next_position_, longest);
     return result;

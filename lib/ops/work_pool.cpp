@@ -3,6 +3,9 @@
 #include <immintrin.h>
 
 #include <chrono>
+#include <system_error>
+
+#include "tensor/error.hpp"
 
 namespace heads {
 namespace {
@@ -24,14 +27,26 @@ template <class Done> void spin_until(Done done) {
 }  // namespace
 
 WorkPool::WorkPool(int threads) {
-    for (int t = 0; t + 1 < threads; ++t) workers_.emplace_back([this, t] { work(t); });
+    try {
+        for (int t = 0; t + 1 < threads; ++t) workers_.emplace_back([this, t] { work(t); });
+    } catch (const std::system_error& error) {
+        // A thread the system refused (a limit on processes or memory): the
+        // ones started must be joined, or their destructors terminate.
+        const std::size_t started = workers_.size() + 1;
+        stop();
+        throw Error(Param{"threads"}, "cannot start {} threads, only {}: {}", threads, started,
+                    error.code().message());
+    }
 }
 
-WorkPool::~WorkPool() {
+WorkPool::~WorkPool() { stop(); }
+
+void WorkPool::stop() {
     stop_.store(true);
     generation_.fetch_add(1);
     generation_.notify_all();
     for (std::thread& worker : workers_) worker.join();
+    workers_.clear();
 }
 
 void WorkPool::take_items(int thread) {

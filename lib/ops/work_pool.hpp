@@ -21,7 +21,8 @@ namespace heads {
 
 class WorkPool {
 public:
-    // `threads` counts the caller: threads - 1 workers are started.
+    // `threads` counts the caller: threads - 1 workers are started. Throws
+    // heads::Error (about "threads") when the system refuses one.
     explicit WorkPool(int threads);
     WorkPool(const WorkPool&) = delete;
     WorkPool& operator=(const WorkPool&) = delete;
@@ -36,6 +37,7 @@ public:
     void run(std::int64_t items, const std::function<void(std::int64_t, int)>& body);
 
 private:
+    void stop();  // ends and joins the workers
     void work(int thread);
     void take_items(int thread);
 

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_check.hpp"
 #include "io/id_line.hpp"
 #include "tensor/error.hpp"
 
@@ -42,10 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const heads::Error&) {
         streamed_ok = false;
     }
-    if (whole_ok != streamed_ok) std::abort();
-    if (whole_ok && whole != streamed) std::abort();
+    heads::fuzz::check(whole_ok == streamed_ok, "parse_ids and IdStreamParser disagree on whether the input is valid");
+    heads::fuzz::check(!whole_ok || whole == streamed, "parse_ids and IdStreamParser read different ids");
     for (const auto& line : whole)
         for (const auto id : line)
-            if (id < 0) std::abort();
+            heads::fuzz::check(id >= 0, "a negative id was accepted");
     return 0;
 }

@@ -1,8 +1,12 @@
 // Replays a fuzz corpus (every file under the given folders) through a
-// libFuzzer target in an ordinary build: what `make test` runs.
+// libFuzzer target in an ordinary build: what `make test` runs. A case
+// fails when a heads::fuzz::check fails or any exception escapes the target
+// (only heads::Error may be thrown by a parser, and the target catches it);
+// each failure is named, and the replay exits 1 if any case failed.
 
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,16 +15,21 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 
 int main(int argc, char** argv) {
-    int count = 0;
+    int passed = 0, failed = 0;
     for (int i = 1; i < argc; ++i) {
         for (const auto& entry : std::filesystem::recursive_directory_iterator(argv[i])) {
             if (!entry.is_regular_file()) continue;
             std::ifstream in(entry.path(), std::ios::binary);
             const std::vector<char> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-            LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-            ++count;
+            try {
+                LLVMFuzzerTestOneInput(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+                ++passed;
+            } catch (const std::exception& error) {
+                std::printf("FAIL: %s: %s\n", entry.path().c_str(), error.what());
+                ++failed;
+            }
         }
     }
-    std::printf("%d passed, 0 failed\n", count);
-    return count > 0 ? 0 : 1;
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
 }

@@ -59,7 +59,7 @@ TEST_CASE("head list: @FILE, with '#' comments") {
     write_file(dir / "heads", "# strongest first\n0.1, 1.0  # two\n\n1.1\n");
     CHECK(parse_head_list("@" + (dir / "heads").string()) == std::vector<HeadRef>{{0, 1}, {1, 0}, {1, 1}});
     CHECK(error_of([&] { parse_head_list("@" + (dir / "none").string()); }) ==
-          (dir / "none").string() + ": cannot read the list of heads");
+          (dir / "none").string() + ": cannot read the list of heads: No such file or directory");
 }
 
 TEST_CASE("head mask: one flag per head of each layer, by index in the layer") {

@@ -46,8 +46,8 @@ TEST_CASE("read_file: every byte, or an error naming the path and what it is") {
     write_file(dir / "empty", "");
     CHECK(read_file(dir / "empty").empty());
     CHECK_THROWS_WITH_AS(read_file(dir / "none", "the head table"),
-                         ((dir / "none").string() + ": cannot read the head table").c_str(), Error);
-    CHECK_THROWS_WITH_AS(read_file(dir.path()), (dir.path().string() + ": cannot read the file").c_str(), Error);
+                         ((dir / "none").string() + ": cannot read the head table: No such file or directory").c_str(), Error);
+    CHECK_THROWS_WITH_AS(read_file(dir.path()), (dir.path().string() + ": cannot read the file: Is a directory").c_str(), Error);
 }
 
 TEST_CASE("parse_id is strict") {

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     // One option per line: name, variable, value name, help, help group.
     std::string group;
     const auto option = [&](const char* name, auto& value, const char* type, const char* help) {
-        return app.add_option(name, value, help)->type_name(type)->group(group.empty() ? "Options" : group);
+        return cli::add_number(app, name, value, help)->type_name(type)->group(group.empty() ? "Options" : group);
     };
     cli::add_model_option(app, model_dir);
     cli::add_threads_option(app, threads);
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     option("--logprobs", logprobs, "K FILE", "write each token's log-probability and the K best to FILE (TSV)")
         ->expected(2);
     option("--kv", kv, "FILE", "continue KV frames from FILE ('-': stdin) instead of reading id lines");
-    option("--keep", o.keep, "N", "at the context length, keep the first N positions and drop half the rest");
+    cli::at_least(option("--keep", o.keep, "N", "at the context length, keep the first N positions and drop half the rest"), 0);
     option("--kv-policy", o.kv_policy, "SPEC", "KV cache policy at every step: full, window:SINK:RECENT, NAME:budget=B:... (compress-kv(1))");
     option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     option("--seed", o.seed, "S", "random seed (default 0); sequence n uses (seed, n)");
 
     group = "Strategies (one at a time)";
-    option("--beams", o.beam.beams, "N", "beam search with N beams");
+    cli::at_least(option("--beams", o.beam.beams, "N", "beam search with N beams"), 1);
     option("--length-penalty", o.beam.length_penalty, "P", "beam score = logprob / length^P (default 1)");
     app.add_flag("--early-stopping", o.beam.early_stopping, "stop when N hypotheses are finished")->group(group);
     option("--n-best", o.beam.n_best, "K", "write the K best beams, one line each");

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
     app.add_option("--mask-heads", mask, "zero these heads' outputs: L.H,... or @FILE");
     app.add_flag("--head-stats", head_stats, "write the head table (TSV) over all lines instead of frames");
     app.add_flag("--ppl", ppl, "perplexity of the whole input (llama-perplexity's method)");
-    app.add_option("--ctx", ctx, "--ppl window; else the longest line allowed (default: the model's context)");
+    cli::at_least(app.add_option("--ctx", ctx, "--ppl window; else the longest line allowed (default: the model's context)"),
+                  1);
     app.add_option("--save-logits", save_logits, "--ppl: save the scored log-probabilities to FILE");
     app.add_option("--kl-base", kl_base, "--ppl: KL divergence against log-probabilities saved in FILE");
     cli::add_precision_option(app, precision);
