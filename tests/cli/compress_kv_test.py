@@ -26,25 +26,14 @@ import numpy as np
 bin_dir, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "scripts"))
 import reference  # noqa: E402
+from checks import Checks, run_ok  # noqa: E402
 MODEL = os.path.join(src, "models", "kjv")
 TABLE = os.path.join(MODEL, "heads-induction.tsv")
 HELD_OUT = os.path.join(src, "tests", "data", "kjv-heldout.txt")
 PY = sys.executable
 TOKENIZE, INFER, DECODE, COMPRESS = (os.path.join(bin_dir, p) for p in ("tokenize", "infer", "decode", "compress-kv"))
-failed = 0
-
-
-def report(ok, what):
-    global failed
-    print(("ok: " if ok else "FAIL: ") + what)
-    failed += not ok
-
-
-def run(cmd, stdin=None):
-    done = subprocess.run(cmd, input=stdin, capture_output=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(map(str, cmd[:4]))}...: exit {done.returncode}: {done.stderr.decode()[:400]}")
-    return done
+report = Checks(show_passes=True)
+run = run_ok
 
 
 def expect_error(status, text, cmd, stdin=None):
@@ -198,7 +187,7 @@ def main():
                f"{duo:.2f}, window/snapkv at 30% at most {uniform:.2f}")
     finally:
         shutil.rmtree(tmp)
-    return 1 if failed else 0
+    return report.status()
 
 
 if __name__ == "__main__":

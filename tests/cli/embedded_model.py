@@ -16,7 +16,6 @@ nothing that far back.
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -26,26 +25,18 @@ import numpy as np
 bin_dir, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "scripts"))
 import reference  # noqa: E402
+from checks import Checks, run_ok  # noqa: E402
 MODEL = os.path.join(src, "models", "kjv")
 HELD_OUT = os.path.join(src, "tests", "data", "kjv-heldout.txt")
 REFERENCE = os.path.join(src, "scripts", "reference.py")
 COPY_TEST = os.path.join(src, "scripts", "copy-test")
 TOKENIZE, INFER = os.path.join(bin_dir, "tokenize"), os.path.join(bin_dir, "infer")
 N_SPECIAL = 3 + 256  # <unk> <s> </s> and the byte pieces: random spans never use them
-failed = 0
-
-
-def report(ok, what):
-    global failed
-    print(("ok: " if ok else "FAIL: ") + what)
-    failed += not ok
+report = Checks(show_passes=True)
 
 
 def run(cmd, stdin=None):
-    done = subprocess.run(cmd, input=stdin, capture_output=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd[:3])}...: exit {done.returncode}: {done.stderr.decode()[:300]}")
-    return done.stdout.decode()
+    return run_ok(cmd, stdin).stdout.decode()
 
 
 def head_table(text):
@@ -127,7 +118,7 @@ def main():
            f"copies {100 * far['intact']['anywhere']:.0f}% of 8 lists from the first 100 positions to the context's end")
     report(max(far["masked"].values()) <= 0.05,
            f"with {every_strong} masked: {100 * far['masked']['380']:.0f}% and {100 * far['masked']['anywhere']:.0f}%")
-    return 1 if failed else 0
+    return report.status()
 
 
 if __name__ == "__main__":

@@ -17,19 +17,11 @@ import numpy as np
 bin_dir, src = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(src, "scripts"))
 import reference  # noqa: E402
+from checks import Checks  # noqa: E402
 
 INFER = os.path.join(bin_dir, "infer")
 PY = sys.executable
-failed = passed = 0
-
-
-def report(ok, what):
-    global failed, passed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}")
+report = Checks()
 
 
 def run(cmd, stdin=None):
@@ -225,5 +217,4 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
                                                                                 XDG_CACHE_HOME=os.path.join(tmp, "xdg")))
     report(off.returncode == 0 and not os.path.exists(os.path.join(tmp, "xdg")), "HEADS_WEIGHT_CACHE=off writes nothing")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(report.status())

@@ -42,28 +42,16 @@ import numpy as np
 mode, bin_dir, src = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, os.path.join(src, "scripts"))
 import reference  # noqa: E402
+from checks import Checks, run_ok  # noqa: E402
 
 PRUNE, INFER, TOKENIZE = (os.path.join(bin_dir, p) for p in ("prune-heads", "infer", "tokenize"))
 PY = sys.executable
 TOLERANCE = 1e-5  # of the logit scale (the largest |logit|), f32 arithmetic
-failed = passed = 0
-
-
-def report(ok, what):
-    global failed, passed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {what}")
+report = Checks()
 
 
 def run(cmd, stdin=None):
-    done = subprocess.run(cmd, input=stdin, capture_output=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr.decode(errors="replace"))
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}")
-    return done.stdout
+    return run_ok(cmd, stdin).stdout
 
 
 def make_model(path, *args):
@@ -441,5 +429,4 @@ def errors_mode(tmp):
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
     {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode}[mode](tmp)
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+sys.exit(report.status())
