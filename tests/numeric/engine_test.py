@@ -86,12 +86,19 @@ class Checker:
     def __init__(self):
         self.failed = 0
 
-    def close(self, what, ours, ref, bound):
+    def same_shape(self, what, ours, ref):
+        """ours and ref as float64 arrays, or None (a failure) when their shapes differ."""
         ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-        if ours.shape != ref.shape:
-            print(f"FAILED {what}: shape {ours.shape} vs reference {ref.shape}")
-            self.failed += 1
+        if ours.shape == ref.shape:
+            return ours, ref
+        print(f"FAILED {what}: shape {ours.shape} vs reference {ref.shape}")
+        self.failed += 1
+        return None
+
+    def close(self, what, ours, ref, bound):
+        if (pair := self.same_shape(what, ours, ref)) is None:
             return
+        ours, ref = pair
         error = float(np.abs(ours - ref).max()) if ours.size else 0.0
         ok = error <= bound
         print(f"{'ok' if ok else 'FAILED'} {what}: max error {error:.3g} (bound {bound:.3g})")
@@ -99,11 +106,9 @@ class Checker:
 
     def within(self, what, ours, ref, bound):
         """|ours - ref| <= bound elementwise; reports the largest share of its bound an error uses."""
-        ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-        if ours.shape != ref.shape:
-            print(f"FAILED {what}: shape {ours.shape} vs reference {ref.shape}")
-            self.failed += 1
+        if (pair := self.same_shape(what, ours, ref)) is None:
             return
+        ours, ref = pair
         error = np.abs(ours - ref)
         share = float((error / bound).max()) if ours.size else 0.0
         worst = np.unravel_index(int(np.argmax(error / bound)), error.shape) if ours.size else ()
@@ -138,7 +143,6 @@ def compare_frames(check, label, ours, ref, rel):
             if got is None:
                 check.equal(f"{label} {name} present", False, True)
             elif bf16_bound is not None and want.shape[0]:
-                absolute = name.startswith("attention.") or ".received" in name
                 f32 = 1e-4 * (1 if name.startswith("attention.") else scale(want))
                 check.within(f"{label} {name}", got, want, np.asarray(bf16_bound, np.float64) + f32)
             elif name.endswith(".pos"):
