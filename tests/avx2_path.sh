@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs a test on the AVX2 path: oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2),
-# so heads takes what an AVX2-only CPU takes: its own row kernels over the
-# file's weights, f32 arithmetic for bf16 weights, no weight cache. Exits 77
+# so heads takes what an AVX2-only CPU takes: f32 arithmetic for bf16 weights
+# (its AVX2 row kernels, oneDNN's AVX2 GEMM) where the AVX-512 path computes
+# in bf16. Exits 77
 # (skipped) when that is this CPU's own path already: the same test without
 # "[avx2 path]" ran it, and the AVX-512 path (with bf16 arithmetic where the
 # CPU has it) cannot run here.

@@ -17,10 +17,10 @@
 
 namespace heads {
 
-// The arithmetic of the weight matrices: f32; bf16 (oneDNN's bf16 matmul
-// where the CPU has it, else bf16 weights kept as the file's rows and widened
-// in registers, else f32: ops/matmul.hpp); or auto: bf16 when the model's
-// matrices are stored in bf16, else f32.
+// The arithmetic of the weight matrices: f32; bf16 (bf16 weights, rounded
+// to bf16 first when the file holds f32 or f16, multiplied in bf16 where the
+// CPU has AVX512-BF16, else widened to f32 in registers: ops/matmul.hpp); or
+// auto: bf16 when the model's matrices are stored in bf16, else f32.
 enum class Precision { automatic, f32, bf16 };
 // "auto", "f32" or "bf16"; throws heads::Error for another name.
 Precision precision_named(std::string_view name);

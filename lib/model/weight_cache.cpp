@@ -111,7 +111,8 @@ std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<Cac
                 const DType dtype = type == dnnl::memory::data_type::bf16  ? DType::BF16
                                     : type == dnnl::memory::data_type::f16 ? DType::F16
                                                                            : DType::F32;
-                PackedMatrix rows(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}));
+                PackedMatrix rows(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}),
+                                  compute_of(format));
                 if (layout_hash(rows.desc()) != layout_hash(desc)) return std::nullopt;
                 matrices.push_back(std::move(rows));
             } else {

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "ops/row_gemv.hpp"
+
 namespace heads {
 
 std::size_t MatmulKeyHash::operator()(const MatmulKey& key) const {
@@ -16,6 +18,7 @@ std::size_t MatmulKeyHash::operator()(const MatmulKey& key) const {
     mix(std::uint64_t(key.compute));
     mix(std::uint64_t(key.accumulate));
     mix(key.layout);
+    mix(std::uint64_t(key.ldy));
     return h;
 }
 
@@ -41,20 +44,10 @@ bool Context::has_bf16_matmul() {
     return bf16_matmul_ == 1;
 }
 
-bool Context::blocks_f32_weights() {
-    if (blocks_f32_weights_ < 0) {
-        using dnnl::memory;
-        const memory::desc src({1, 4096}, memory::data_type::f32, memory::format_tag::ab);
-        const memory::desc weights({4096, 4096}, memory::data_type::f32, memory::format_tag::any);
-        const memory::desc dst({1, 4096}, memory::data_type::f32, memory::format_tag::ab);
-        const memory::desc chosen = dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), engine_).weights_desc();
-        blocks_f32_weights_ = chosen.data.format_kind == dnnl_blocked && chosen.data.format_desc.blocking.inner_nblks > 0;
-    }
-    return blocks_f32_weights_ == 1;
-}
+bool Context::bf16_arithmetic() { return has_bf16_matmul() && row_gemv_bf16_supported(); }
 
 std::string Context::describe() {
-    return fmt::format("oneDNN {} on {}, bf16 arithmetic: {}", onednn_version(), isa(), has_bf16_matmul() ? "yes" : "no");
+    return fmt::format("oneDNN {} on {}, bf16 arithmetic: {}", onednn_version(), isa(), bf16_arithmetic() ? "yes" : "no");
 }
 
 std::string Context::isa() const {

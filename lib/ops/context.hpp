@@ -27,6 +27,7 @@ struct MatmulKey {
     ComputeType compute;
     bool accumulate;
     std::uint64_t layout;  // hash of the weights' memory descriptor
+    std::int64_t ldy;      // row stride of the output (out, or more for a part of W's rows)
     bool operator==(const MatmulKey&) const = default;
 };
 
@@ -58,10 +59,10 @@ public:
 
     // Whether this CPU runs oneDNN's bf16 matmul (AVX512-BF16 or AMX); probed once.
     bool has_bf16_matmul();
-    // Whether oneDNN's f32 matmul for one row of x wants W in a blocked layout
-    // (AVX-512 CPUs), so that repacking W pays; on AVX2 it asks for a plain
-    // transpose, no faster than the file's rows. Probed once.
-    bool blocks_f32_weights();
+    // Whether bf16 weights are multiplied in bf16 arithmetic here: oneDNN's
+    // bf16 matmul (prefill) and the vdpbf16ps row GEMV (decode) both run, so
+    // not under ONEDNN_MAX_CPU_ISA=AVX2. Else bf16 weights are multiplied in f32.
+    bool bf16_arithmetic();
     // oneDNN's effective ISA, as a short name ("avx2", "avx512_core_bf16", ...).
     std::string isa() const;
     // "2.6.3"
@@ -95,7 +96,6 @@ private:
     int threads_;
     WorkPool pool_;
     int bf16_matmul_ = -1;  // -1 not probed yet
-    int blocks_f32_weights_ = -1;
 
     using Lru = std::list<MatmulKey>;
     struct Cached {

@@ -67,9 +67,10 @@ const void* gather_source(std::span<const Tensor> parts, ComputeType compute, st
 }
 
 dnnl::matmul::primitive_desc make_pd(Context& ctx, std::int64_t rows, std::int64_t in, std::int64_t out,
-                                     ComputeType compute, const memory::desc& weights, bool accumulate) {
+                                     ComputeType compute, const memory::desc& weights, bool accumulate,
+                                     std::int64_t ldy) {
     const memory::desc src({rows, in}, data_type(compute), Tag::ab);
-    const memory::desc dst({rows, out}, DataType::f32, Tag::ab);
+    const memory::desc dst({rows, out}, DataType::f32, memory::dims{ldy, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (accumulate) {
@@ -83,7 +84,7 @@ dnnl::matmul::primitive_desc make_pd(Context& ctx, std::int64_t rows, std::int64
 bool can_make(Context& ctx, std::int64_t rows, std::int64_t in, std::int64_t out, ComputeType compute,
               const memory::desc& weights) {
     try {
-        make_pd(ctx, rows, in, out, compute, weights, false);
+        make_pd(ctx, rows, in, out, compute, weights, false, out);
         return true;
     } catch (const dnnl::error&) {
         return false;
@@ -91,7 +92,7 @@ bool can_make(Context& ctx, std::int64_t rows, std::int64_t in, std::int64_t out
 }
 
 MatmulEntry make_entry(Context& ctx, const MatmulKey& key, const memory::desc& weights) {
-    const auto pd = make_pd(ctx, key.rows, key.in, key.out, key.compute, weights, key.accumulate);
+    const auto pd = make_pd(ctx, key.rows, key.in, key.out, key.compute, weights, key.accumulate, key.ldy);
     MatmulEntry entry;
     entry.primitive = dnnl::matmul(pd);
     entry.src = memory(pd.src_desc(), ctx.engine(), nullptr);
@@ -100,6 +101,25 @@ MatmulEntry make_entry(Context& ctx, const MatmulKey& key, const memory::desc& w
     entry.scratchpad_size = pd.scratchpad_desc().get_size();
     entry.scratchpad = memory(pd.scratchpad_desc(), ctx.engine(), nullptr);
     return entry;
+}
+
+// The cached primitive for `key` (made now if absent) run on src, weights and dst.
+void run_matmul(Context& ctx, const MatmulKey& key, const memory::desc& weights_desc, const void* src,
+                const void* weights, float* dst) {
+    MatmulEntry* cached = ctx.find_matmul(key);
+    MatmulEntry& entry = cached ? *cached : ctx.add_matmul(key, make_entry(ctx, key, weights_desc));
+    entry.src.set_data_handle(const_cast<void*>(src));
+    entry.weights.set_data_handle(const_cast<void*>(weights));
+    entry.dst.set_data_handle(dst);
+    entry.scratchpad.set_data_handle(ctx.onednn_scratchpad(entry.scratchpad_size));
+    const dnnl_exec_arg_t exec_args[] = {
+        {DNNL_ARG_SRC, entry.src.get()},
+        {DNNL_ARG_WEIGHTS, entry.weights.get()},
+        {DNNL_ARG_DST, entry.dst.get()},
+        {DNNL_ARG_SCRATCHPAD, entry.scratchpad.get()},
+    };
+    if (dnnl_primitive_execute(entry.primitive.get(), ctx.stream().get(), 4, exec_args) != dnnl_success)
+        throw std::runtime_error(fmt::format("oneDNN matmul [{}, {}] x [{}, {}] failed", key.rows, key.in, key.in, key.out));
 }
 
 }  // namespace
@@ -135,10 +155,12 @@ PackedMatrix::PackedMatrix(std::int64_t in, std::int64_t out, ComputeType comput
         throw std::invalid_argument(fmt::format("packed matrix layout is not [{}, {}]", in, out));
 }
 
-PackedMatrix::PackedMatrix(RowMatrix rows)
-    : in_(rows.in()), out_(rows.out()), compute_(rows.dtype() == DType::BF16 ? ComputeType::bf16 : ComputeType::f32),
-      desc_({rows.in(), rows.out()}, onednn_type(rows.dtype()), Tag::ba), data_(rows.parts().at(0).bytes().data()),
-      layout_hash_(heads::layout_hash(desc_)), rows_(std::move(rows)) {}
+PackedMatrix::PackedMatrix(RowMatrix rows, ComputeType compute)
+    : in_(rows.in()), out_(rows.out()), compute_(compute), desc_({rows.in(), rows.out()}, onednn_type(rows.dtype()), Tag::ba),
+      data_(rows.parts().at(0).bytes().data()), layout_hash_(heads::layout_hash(desc_)), rows_(std::move(rows)) {
+    if (compute == ComputeType::bf16 && rows_.dtype() != DType::BF16)
+        throw std::invalid_argument(fmt::format("bf16 arithmetic on {} rows", dtype_name(rows_.dtype())));
+}
 
 std::vector<std::span<const std::byte>> PackedMatrix::pieces() const {
     if (rows_.empty()) return {{static_cast<const std::byte*>(data_), desc_.get_size()}};
@@ -147,23 +169,24 @@ std::vector<std::span<const std::byte>> PackedMatrix::pieces() const {
     return pieces;
 }
 
-WeightFormat weight_format(Context& ctx, ComputeType wanted) {
-    if (wanted == ComputeType::bf16 && ctx.has_bf16_matmul()) return WeightFormat::onednn_bf16;
+// The file's rows wherever heads' row GEMV runs: decode streams each weight
+// once, at the width the file holds it, and nothing is packed or cached. On
+// AVX-512 CPUs oneDNN's packed layout decoded at 0.6x of that (a packed copy
+// beside the mapped file, more memory, a packing pass on first start).
+WeightFormat weight_format(Context&, ComputeType wanted) {
     if (!row_gemv_supported()) return WeightFormat::onednn_f32;
-    if (wanted == ComputeType::bf16) return WeightFormat::rows_bf16;
-    return ctx.blocks_f32_weights() ? WeightFormat::onednn_f32 : WeightFormat::rows_f32;
+    return wanted == ComputeType::bf16 ? WeightFormat::rows_bf16 : WeightFormat::rows_f32;
 }
 
 bool is_rows(WeightFormat format) { return format == WeightFormat::rows_f32 || format == WeightFormat::rows_bf16; }
 
 ComputeType compute_of(WeightFormat format) {
-    return format == WeightFormat::onednn_f32 || format == WeightFormat::rows_f32 ? ComputeType::f32 : ComputeType::bf16;
+    return format == WeightFormat::rows_bf16 ? ComputeType::bf16 : ComputeType::f32;
 }
 
 const char* format_name(WeightFormat format) {
     switch (format) {
     case WeightFormat::onednn_f32: return "onednn-f32";
-    case WeightFormat::onednn_bf16: return "onednn-bf16";
     case WeightFormat::rows_f32: return "rows-f32";
     case WeightFormat::rows_bf16: return "rows-bf16";
     }
@@ -177,18 +200,36 @@ DType row_dtype(WeightFormat format) { return format == WeightFormat::rows_bf16 
 // The parts as rows: views when packing_copies() allows, else one block of
 // the format's dtype converted by gather_source.
 PackedMatrix row_matrix(std::span<const Tensor> parts, WeightFormat format) {
-    if (!packing_copies(parts, format)) return PackedMatrix(RowMatrix(std::vector<Tensor>(parts.begin(), parts.end())));
+    if (!packing_copies(parts, format))
+        return PackedMatrix(RowMatrix(std::vector<Tensor>(parts.begin(), parts.end())), compute_of(format));
     std::int64_t out = 0;
     for (const Tensor& part : parts) out += part.dim(0);
     std::vector<std::byte> converted;
     gather_source(parts, compute_of(format), converted);
-    return PackedMatrix(RowMatrix({Tensor::copy_of(row_dtype(format), {out, parts[0].dim(1)}, converted)}));
+    return PackedMatrix(RowMatrix({Tensor::copy_of(row_dtype(format), {out, parts[0].dim(1)}, converted)}),
+                        compute_of(format));
 }
 
-// y = x · Wᵀ for more rows than a GEMV is worth, by oneDNN's f32 GEMM with
-// W transposed: f32 rows straight from each part; bf16 and f16 rows widened
-// to f32 a panel of output rows at a time into scratch (O(in·out) work against
-// O(rows·in·out)), each panel multiplied into its columns of y.
+// y = x · Wᵀ for more rows than a GEMV is worth, in bf16 arithmetic: oneDNN's
+// bf16 matmul straight over each part's bf16 rows (a transposed weights
+// descriptor, nothing packed) into its columns of y; x_bf16 is x rounded,
+// [padded_rows(rows), in].
+void rows_matmul_bf16(Context& ctx, const MatmulArgs& args, const std::uint16_t* x_bf16, const RowMatrix& w) {
+    const std::int64_t rows = padded_rows(args.rows), in = w.in();
+    std::int64_t first = 0;
+    for (const Tensor& part : w.parts()) {
+        const memory::desc weights({in, part.dim(0)}, DataType::bf16, Tag::ba);  // [out_i, in] row-major
+        const MatmulKey key{rows, in, part.dim(0), ComputeType::bf16, args.accumulate, layout_hash(weights), w.out()};
+        run_matmul(ctx, key, weights, x_bf16, part.bytes().data(), args.y + first);
+        first += part.dim(0);
+    }
+    ctx.stream().wait();
+}
+
+// y = x · Wᵀ for more rows than a GEMV is worth, in f32 arithmetic: oneDNN's
+// f32 GEMM with W transposed: f32 rows straight from each part; bf16 and f16
+// rows widened to f32 a panel of output rows at a time into scratch (O(in·out)
+// work against O(rows·in·out)), each panel multiplied into its columns of y.
 void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
     const std::int64_t in = w.in(), out = w.out();
     const dnnl::matmul& primitive = ctx.gemm_primitive(true, args.accumulate);
@@ -249,7 +290,7 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightForm
 
     // The layout the decode (rows = 1) kernel prefers, kept only if prefill
     // kernels accept it too; otherwise the file's own [out, in] order.
-    memory::desc packed = make_pd(ctx, 1, in, out, compute, memory::desc({in, out}, type, Tag::any), false)
+    memory::desc packed = make_pd(ctx, 1, in, out, compute, memory::desc({in, out}, type, Tag::any), false, out)
                               .weights_desc();
     if (!can_make(ctx, 64, in, out, compute, packed)) packed = memory::desc({in, out}, type, Tag::ba);
 
@@ -269,39 +310,29 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightForm
 void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
     if (args.rows <= 0) return;
     if (const RowMatrix* rows = w.rows()) {
-        if (args.rows <= kGemvMaxRows)
+        const bool gemv = args.rows <= kGemvMaxRows;
+        if (w.compute() == ComputeType::bf16 && ctx.bf16_arithmetic()) {
+            // x rounded once, for the GEMV or for oneDNN (all padded rows: the primitive reads them).
+            const std::int64_t count = gemv ? args.rows : padded_rows(args.rows);
+            std::uint16_t* x_bf16 = ctx.bf16_scratch(std::size_t(count * w.in()));
+            round_to_bf16(x_bf16, args.x, count, w.in(), w.in());
+            if (gemv)
+                row_gemv(ctx.pool(), {args.y, w.out(), nullptr, w.in(), args.rows, args.accumulate, x_bf16}, *rows);
+            else
+                rows_matmul_bf16(ctx, args, x_bf16, *rows);
+        } else if (gemv) {
             row_gemv(ctx.pool(), {args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
-        else
+        } else {
             rows_matmul(ctx, args, *rows);
+        }
         return;
     }
+    // Packed (CPUs without AVX2): f32 arithmetic.
     const std::int64_t rows = padded_rows(args.rows);
-    const MatmulKey key{rows, w.in(), w.out(), w.compute(), args.accumulate, w.layout_hash()};
-    MatmulEntry* cached = ctx.find_matmul(key);
-    MatmulEntry& entry = cached ? *cached : ctx.add_matmul(key, make_entry(ctx, key, w.desc()));
-
-    const void* src = args.x;
-    if (w.compute() == ComputeType::bf16) {
-        const std::size_t count = std::size_t(args.rows * w.in());
-        std::uint16_t* converted = ctx.bf16_scratch(std::size_t(rows * w.in()));
-        for (std::size_t i = 0; i < count; ++i) converted[i] = f32_to_bf16(args.x[i]);
-        src = converted;
-    }
-    entry.src.set_data_handle(const_cast<void*>(src));
-    entry.weights.set_data_handle(const_cast<void*>(w.data()));
-    entry.dst.set_data_handle(args.y);
-    entry.scratchpad.set_data_handle(ctx.onednn_scratchpad(entry.scratchpad_size));
-    const dnnl_exec_arg_t exec_args[] = {
-        {DNNL_ARG_SRC, entry.src.get()},
-        {DNNL_ARG_WEIGHTS, entry.weights.get()},
-        {DNNL_ARG_DST, entry.dst.get()},
-        {DNNL_ARG_SCRATCHPAD, entry.scratchpad.get()},
-    };
-    if (dnnl_primitive_execute(entry.primitive.get(), ctx.stream().get(), 4, exec_args) != dnnl_success)
-        throw std::runtime_error(fmt::format("oneDNN matmul [{}, {}] x [{}, {}] failed", rows, w.in(), w.in(), w.out()));
+    const MatmulKey key{rows, w.in(), w.out(), w.compute(), args.accumulate, w.layout_hash(), w.out()};
+    run_matmul(ctx, key, w.desc(), args.x, w.data(), args.y);
     ctx.stream().wait();
 }
-
 
 void gemm(const dnnl::matmul& primitive, dnnl::engine& engine, dnnl::stream& stream, const GemmArgs& g) {
     if (g.m <= 0 || g.n <= 0) return;

@@ -1,12 +1,13 @@
 #pragma once
 // y = x · Wᵀ for a weight matrix W [out, in] (torch.nn.Linear's order), with W
-// kept in the form this CPU multiplies fastest (WeightFormat): packed once
-// into oneDNN's blocked layout where oneDNN has one for it, else the file's
-// own rows, read by an own GEMV for a few rows of x (ops/row_gemv.hpp) and
-// by oneDNN's f32 GEMM with W transposed for more. Primitives come from the
-// Context's cache: one per (rows, in, out, compute type), rows rounded up to
-// a multiple of kRowBucket above kRowBucket, so decoding (rows = 1) and
-// repeated prefill lengths never create one again.
+// kept in the form this CPU multiplies fastest (WeightFormat): on AVX2 and
+// AVX-512 CPUs the file's own rows, read by an own GEMV for a few rows of x
+// (ops/row_gemv.hpp) and by oneDNN's GEMM over the same rows (a transposed
+// weights descriptor) for more; on CPUs without AVX2, packed once into
+// oneDNN's layout. Primitives come from the Context's cache: one per (rows,
+// in, out, compute type), rows rounded up to a multiple of kRowBucket above
+// kRowBucket, so decoding (rows = 1) and repeated prefill lengths never
+// create one again.
 
 #include <cstdint>
 #include <memory>
@@ -24,11 +25,11 @@ namespace heads {
 
 // How W is kept for multiplying.
 enum class WeightFormat {
-    onednn_f32,   // oneDNN's layout, f32 (CPUs where it is blocked, or without AVX2)
-    onednn_bf16,  // oneDNN's layout, bf16 (CPUs with oneDNN bf16 matmul)
-    rows_f32,     // [out, in] rows, f32 arithmetic on f32, bf16 or f16 values as the file
-                  // holds them (AVX2 CPUs where oneDNN's f32 layout is plain)
-    rows_bf16,    // [out, in] rows in bf16 (AVX2 CPUs without oneDNN bf16 matmul)
+    onednn_f32,  // oneDNN's layout, f32 (CPUs without AVX2)
+    rows_f32,    // [out, in] rows, f32 arithmetic on f32, bf16 or f16 values as the file
+                 // holds them
+    rows_bf16,   // [out, in] rows in bf16: bf16 arithmetic where Context::bf16_arithmetic(),
+                 // else f32 arithmetic on the bf16 values
 };
 // The format for `wanted` arithmetic on this CPU.
 WeightFormat weight_format(Context& ctx, ComputeType wanted);
@@ -42,9 +43,10 @@ public:
     // Wraps memory already in `desc`'s layout (e.g. mapped from a weight cache file).
     PackedMatrix(std::int64_t in, std::int64_t out, ComputeType compute, const dnnl::memory::desc& desc,
                  const void* data, std::shared_ptr<const void> owner);
-    // W as rows (compute bf16 for BF16 rows); desc() is then the plain
-    // [out, in] layout of the rows' dtype.
-    explicit PackedMatrix(RowMatrix rows);
+    // W as rows, multiplied in `compute` arithmetic (bf16: BF16 rows, bf16
+    // arithmetic where Context::bf16_arithmetic(), else f32); desc() is then
+    // the plain [out, in] layout of the rows' dtype.
+    PackedMatrix(RowMatrix rows, ComputeType compute);
 
     std::int64_t in() const { return in_; }
     std::int64_t out() const { return out_; }

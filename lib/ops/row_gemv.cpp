@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -89,13 +90,74 @@ template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMat
     }
 }
 
+// bf16 arithmetic: target attributes per function, so the rest of the file
+// (and the library) runs on CPUs without AVX-512.
+#define HEADS_AVX512_BF16 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
+
+// 32 bf16 values at p, lanes at and past `count` zero (no read past them).
+HEADS_AVX512_BF16 inline __m512bh load32_bf16(const std::uint16_t* p, std::int64_t count = 32) {
+    const __m512i bits = count >= 32 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi16(__mmask32((1u << count) - 1), p);
+    return reinterpret_cast<const __m512bh&>(bits);
+}
+
+// The sum of 16 lanes in a fixed order, through memory: GCC 12's lane
+// shuffles and extracts (_mm512_reduce_add_ps's too) start from an
+// "undefined" register it then warns about; once per output, it costs nothing.
+HEADS_AVX512_BF16 inline float sum16(__m512 v) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, v);
+    const __m128 quad = _mm_add_ps(_mm_add_ps(_mm_load_ps(lanes), _mm_load_ps(lanes + 8)),
+                                   _mm_add_ps(_mm_load_ps(lanes + 4), _mm_load_ps(lanes + 12)));
+    const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+}
+
+// dot_row in bf16 arithmetic: C dot products of a bf16 weight row with C bf16
+// rows of x; each vdpbf16ps adds 32 exact products into 16 f32 lanes, four
+// accumulators in flight, the tail (in % 32) by a masked load whose zero
+// lanes add nothing.
+template <int C>
+HEADS_AVX512_BF16 void dot_row_bf16(const std::uint16_t* w, std::int64_t in, const std::uint16_t* x, std::int64_t ldx,
+                                    float* y, std::int64_t ldy, bool accumulate) {
+    constexpr int U = 4;
+    __m512 acc[C][U];
+    for (int c = 0; c < C; ++c)
+        for (int u = 0; u < U; ++u) acc[c][u] = _mm512_setzero_ps();
+    std::int64_t k = 0;
+    for (; k + 32 * U <= in; k += 32 * U)
+        for (int u = 0; u < U; ++u) {
+            const __m512bh wv = load32_bf16(w + k + 32 * u);
+            for (int c = 0; c < C; ++c) acc[c][u] = _mm512_dpbf16_ps(acc[c][u], wv, load32_bf16(x + c * ldx + k + 32 * u));
+        }
+    for (; k < in; k += 32) {
+        const std::int64_t count = std::min<std::int64_t>(32, in - k);
+        const __m512bh wv = load32_bf16(w + k, count);
+        for (int c = 0; c < C; ++c) acc[c][0] = _mm512_dpbf16_ps(acc[c][0], wv, load32_bf16(x + c * ldx + k, count));
+    }
+    for (int c = 0; c < C; ++c) {
+        const float sum = sum16(_mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][1]), _mm512_add_ps(acc[c][2], acc[c][3])));
+        float& out = y[c * ldy];
+        out = accumulate ? out + sum : sum;
+    }
+}
+
+HEADS_AVX512_BF16 void gemv_block_bf16(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
+    for (std::int64_t r = 0; r < blk.count; ++r) {
+        const auto* w = reinterpret_cast<const std::uint16_t*>(blk.rows) + r * in;
+        float* y = a.y + blk.first + r;
+        std::int64_t c = 0;
+        for (; c + 2 <= a.rows; c += 2)
+            dot_row_bf16<2>(w, in, a.x_bf16 + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
+        if (c < a.rows) dot_row_bf16<1>(w, in, a.x_bf16 + c * a.ldx, a.ldx, y + c * a.ldy, a.ldy, a.accumulate);
+    }
+}
+
 // Blocks are handed out one at a time (WorkPool): a thread that falls behind
 // leaves its share to the others; a static split left ~7% of decode time
 // waiting at barriers even on a quiet machine.
-template <class W> void gemv(WorkPool& pool, const RowGemvArgs& a, const RowMatrix& m) {
+template <class Block> void gemv(WorkPool& pool, const RowMatrix& m, Block block) {
     const auto& blocks = m.blocks();
-    pool.run(std::int64_t(blocks.size()),
-             [&](std::int64_t b, int) { gemv_block<W>(a, blocks[std::size_t(b)], m.in()); });
+    pool.run(std::int64_t(blocks.size()), [&](std::int64_t b, int) { block(blocks[std::size_t(b)]); });
 }
 
 }  // namespace
@@ -111,9 +173,10 @@ RowMatrix::RowMatrix(std::vector<Tensor> parts) : parts_(std::move(parts)) {
             throw std::invalid_argument(fmt::format("RowMatrix: part {} {} does not match [*, {}] {}", shape_string(part.shape()),
                                                     dtype_name(part.dtype()), in_, dtype_name(dtype_)));
         const std::size_t row_bytes = std::size_t(in_) * dtype_size(dtype_);
-        for (std::int64_t r = 0; r < part.dim(0); r += kBlockRows)
+        const std::int64_t block_rows = std::max(kMinBlockRows, kBlockBytes / std::max<std::int64_t>(1, std::int64_t(row_bytes)));
+        for (std::int64_t r = 0; r < part.dim(0); r += block_rows)
             blocks_.push_back({part.bytes().data() + std::size_t(r) * row_bytes, out_ + r,
-                               std::min(kBlockRows, part.dim(0) - r)});
+                               std::min(block_rows, part.dim(0) - r)});
         out_ += part.dim(0);
     }
 }
@@ -130,14 +193,32 @@ bool row_gemv_supported() {
     return supported;
 }
 
+bool row_gemv_bf16_supported() {
+    static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    return supported;
+}
+
 void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w) {
     if (args.rows < 1 || args.rows > kGemvMaxRows)
         throw std::invalid_argument(fmt::format("row_gemv: {} rows (1 to {})", args.rows, kGemvMaxRows));
-    switch (w.dtype()) {
-    case DType::BF16: return gemv<Bf16>(pool, args, w);
-    case DType::F16: return gemv<F16>(pool, args, w);
-    default: return gemv<float>(pool, args, w);
+    const std::int64_t in = w.in();
+    if (args.x_bf16) {
+        if (w.dtype() != DType::BF16 || !row_gemv_bf16_supported())
+            throw std::invalid_argument(fmt::format("row_gemv: bf16 arithmetic needs BF16 rows ({}) and AVX512-BF16 ({})",
+                                                    dtype_name(w.dtype()), row_gemv_bf16_supported() ? "present" : "absent"));
+        return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block_bf16(args, blk, in); });
     }
+    switch (w.dtype()) {
+    case DType::BF16: return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block<Bf16>(args, blk, in); });
+    case DType::F16: return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block<F16>(args, blk, in); });
+    default: return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block<float>(args, blk, in); });
+    }
+}
+
+void round_to_bf16(std::uint16_t* out, const float* x, std::int64_t rows, std::int64_t in, std::int64_t ldx) {
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t k = 0; k < in; ++k) out[r * in + k] = f32_to_bf16(x[r * ldx + k]);
 }
 
 void row_matrix_to_f32(float* out, const RowMatrix& w, std::int64_t first, std::int64_t count) {

@@ -38,10 +38,9 @@ Tensor tensor_bf16(const std::vector<float>& values, Shape shape) {
 }
 
 // Every format this CPU can multiply in, for f32 weights (bf16 = false) or bf16 ones.
-std::vector<WeightFormat> formats_here(Context& ctx, bool bf16) {
+std::vector<WeightFormat> formats_here(bool bf16) {
     std::vector<WeightFormat> formats = {WeightFormat::onednn_f32};
     if (row_gemv_supported()) formats.push_back(bf16 ? WeightFormat::rows_bf16 : WeightFormat::rows_f32);
-    if (bf16 && ctx.has_bf16_matmul()) formats.push_back(WeightFormat::onednn_bf16);
     return formats;
 }
 
@@ -49,17 +48,15 @@ std::vector<WeightFormat> formats_here(Context& ctx, bool bf16) {
 
 TEST_CASE("the weight format follows the CPU") {
     Context ctx(1);
-    CHECK(weight_format(ctx, ComputeType::f32) == (!row_gemv_supported()        ? WeightFormat::onednn_f32
-                                                   : ctx.blocks_f32_weights() ? WeightFormat::onednn_f32
-                                                                              : WeightFormat::rows_f32));
-    CHECK(weight_format(ctx, ComputeType::bf16) == (ctx.has_bf16_matmul()  ? WeightFormat::onednn_bf16
-                                                    : row_gemv_supported() ? WeightFormat::rows_bf16
-                                                                           : WeightFormat::onednn_f32));
+    CHECK(weight_format(ctx, ComputeType::f32) == (row_gemv_supported() ? WeightFormat::rows_f32 : WeightFormat::onednn_f32));
+    CHECK(weight_format(ctx, ComputeType::bf16) == (row_gemv_supported() ? WeightFormat::rows_bf16 : WeightFormat::onednn_f32));
+    // bf16 arithmetic needs both of its kernels: oneDNN's bf16 matmul and the vdpbf16ps GEMV.
+    CHECK(ctx.bf16_arithmetic() == (ctx.has_bf16_matmul() && row_gemv_bf16_supported()));
 }
 
 TEST_CASE("matmul equals a plain loop for decode and prefill shapes, with accumulation, in every format") {
     Context ctx(1);
-    for (const WeightFormat format : formats_here(ctx, false)) {
+    for (const WeightFormat format : formats_here(false)) {
         for (auto [rows, in, out] : {std::tuple{1L, 64L, 48L}, {5L, 32L, 100L}, {17L, 80L, 33L}, {40L, 128L, 256L}}) {
             CAPTURE(format_name(format));
             CAPTURE(rows);
@@ -101,12 +98,12 @@ TEST_CASE("matmul equals a plain loop for decode and prefill shapes, with accumu
     }
 }
 
-TEST_CASE("bf16 weights in every format: oneDNN bf16, the file's rows with f32 activations, f32") {
+TEST_CASE("bf16 weights in every format: the file's rows (bf16 arithmetic where the CPU has it), f32") {
     Context ctx(1);
     const std::int64_t in = 64, out = 40;
     const auto w = random_values(std::size_t(in * out), 4);
     const Tensor part = tensor_bf16(w, {out, in});
-    for (const WeightFormat format : formats_here(ctx, true)) {
+    for (const WeightFormat format : formats_here(true)) {
         CAPTURE(format_name(format));
         const PackedMatrix packed = pack_matrix(ctx, std::span(&part, 1), format);
         CHECK(packed.compute() == compute_of(format));
@@ -119,7 +116,7 @@ TEST_CASE("bf16 weights in every format: oneDNN bf16, the file's rows with f32 a
             std::vector<float> y(std::size_t(padded_rows(rows) * out));
             matmul(ctx, {y.data(), x.data(), rows}, packed);
             // bf16 activations lose ~3 significant digits; f32 activations are exact to float rounding.
-            const double tolerance = format == WeightFormat::onednn_bf16 ? 3e-2 : 1e-4;
+            const double tolerance = format == WeightFormat::rows_bf16 && ctx.bf16_arithmetic() ? 3e-2 : 1e-4;
             for (std::int64_t r = 0; r < rows; ++r)
                 for (std::int64_t o = 0; o < out; ++o) {
                     double expect = 0.0;
@@ -135,7 +132,7 @@ TEST_CASE("f16 weights: read as they are by f32 arithmetic on rows, converted fo
     std::vector<std::uint16_t> bits = {f32_to_f16(1.0f), f32_to_f16(-2.0f), f32_to_f16(0.5f), f32_to_f16(3.0f)};
     const Tensor part = Tensor::copy_of(DType::F16, {2, 2}, std::as_bytes(std::span(bits)));
     for (const bool bf16 : {false, true})
-        for (const WeightFormat format : formats_here(ctx, bf16)) {
+        for (const WeightFormat format : formats_here(bf16)) {
             CAPTURE(format_name(format));
             const bool in_place = format == WeightFormat::rows_f32;
             CHECK(packing_copies(std::span(&part, 1), format) == !in_place);
