@@ -2,7 +2,7 @@
 // (not installed). Loads the model, then times a prefill of --prefill tokens
 // from an empty cache and --decode single-token steps after it, each
 // repeated --reps times; prints TSV rows: what, tokens/s (median, min, max),
-// seconds, peak RSS.
+// seconds, peak RSS, the weight bytes a decode step reads.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -38,6 +38,18 @@ struct Stats {
 Stats stats(std::vector<double> rates) {
     std::sort(rates.begin(), rates.end());
     return {rates[rates.size() / 2], rates.front(), rates.back()};
+}
+
+// The bytes of the weight matrices, each of which a decode step reads once
+// (the embedding table only a row of, unless lm_head is tied to it).
+std::size_t matrix_bytes(const Model& model) {
+    std::size_t bytes = model.lm_head().nbytes();
+    for (std::int64_t l = 0; l < model.config().n_layers; ++l) {
+        const LayerWeights& w = model.layer(l);
+        for (const PackedMatrix* m : {&w.qkv, &w.o, &w.gate_up, &w.down})
+            if (!m->empty()) bytes += m->nbytes();
+    }
+    return bytes;
 }
 
 }  // namespace
@@ -92,5 +104,6 @@ int main(int argc, char** argv) {
         fmt::print("prefill{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps\n", prefill, p.median, p.low, p.high, reps);
         fmt::print("decode{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps, after the prefill\n", decode, d.median, d.low, d.high, reps);
         fmt::print("peak_rss\t-\t-\t-\t{:.0f} MiB\n", peak_rss_mib());
+        fmt::print("weight_bytes\t-\t-\t-\t{} bytes read per decode step\n", matrix_bytes(*model));
     });
 }

@@ -3,8 +3,9 @@
 # skipped when LLAMA_CPP_BIN or BENCH_MODELS is missing, and, pointed at a
 # stand-in llama.cpp (llama-bench and llama-simple printing what the real ones
 # print) and a small random model (above the 32 MiB weight-cache threshold), writes the table with both engines' figures,
-# the ratios, the load, and a weight cache used by heads when its weight format needs one. No figure is checked:
-# speed is not a test.
+# the ratios, the load, a weight cache used by heads when its weight format needs one, and decode's weight
+# stream (bytes per token of both engines, llama.cpp's read from a small GGUF's tensor table, against
+# bench/bandwidth's GB/s). No speed is checked: speed is not a test.
 # usage: bench_llamacpp.sh BUILD_BIN_DIR SOURCE_DIR
 set -u
 bin=$1
@@ -42,7 +43,23 @@ chmod +x "$fake/llama-bench" "$fake/llama-simple"
 models=$tmp/models
 /usr/bin/python3 "$src/scripts/make-random-model" -o "$models/tiny/hf-f32" --d-model 256 --n-layers 2 --n-heads 4 \
     --n-kv-heads 2 --vocab 32000 --max-pos 1024 > /dev/null || { echo "FAIL: make-random-model"; exit 1; }
-mkdir -p "$models/tiny/gguf" && touch "$models/tiny/gguf/model-f32.gguf"
+mkdir -p "$models/tiny/gguf"
+# A GGUF header as llama.cpp's converter writes it (v3): one string key, one array of strings, and tensors:
+# token_embd 256 x 32000 F32 (tied: no output.weight, so decode reads it), blk.0.attn_q 256 x 256 F16, a 1-D
+# norm (not a matrix): 32768000 + 131072 bytes = 32.9 MB per token, 0.3 GB/s at the stand-in's 10 tokens/s.
+/usr/bin/python3 - "$models/tiny/gguf/model-f32.gguf" <<'EOF' || { echo "FAIL: writing the GGUF"; exit 1; }
+import struct, sys
+def string(s):
+    return struct.pack("<Q", len(s)) + s.encode()
+head = b"GGUF" + struct.pack("<IQQ", 3, 3, 2)
+head += string("general.architecture") + struct.pack("<I", 8) + string("llama")
+head += string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2) + string("a") + string("b")
+for name, dims, kind in [("token_embd.weight", [256, 32000], 0), ("blk.0.attn_q.weight", [256, 256], 1),
+                         ("blk.0.attn_norm.weight", [256], 0)]:
+    head += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+    head += struct.pack("<IQ", kind, 0)
+open(sys.argv[1], "wb").write(head)
+EOF
 LLAMA_CPP_BIN=$fake BENCH_MODELS=$models "$src/scripts/bench" llamacpp --reps 2 --dtype f32 --dtype bf16 \
     --build "$bin/.." > "$tmp/table" 2> "$tmp/err"
 status=$?
@@ -52,7 +69,9 @@ expect "llama.cpp's build from its JSON" "llama.cpp c0ffee0 (b4748)" "$tmp/table
 expect "1 thread by default" ", -t 1, 2 interleaved rounds" "$tmp/table"
 expect "a row: heads' figures, llama.cpp's medians" \
     "^| tiny | f32 | \*\*[0-9.]*\*\* ([0-9.]*-[0-9.]*) | \*\*100.0\*\* (100.0-100.0) | [0-9.]*x | " "$tmp/table"
-expect "decode beside tg64" "| \*\*10.0\*\* (10.0-10.0) | [0-9.]*x | [0-9]* / [0-9]* | [0-9.]* / [0-9.]* / [0-9.]* |$" \
+expect "decode beside tg64" "| \*\*10.0\*\* (10.0-10.0) | [0-9.]*x | [0-9]* / [0-9]* | [0-9.]* / [0-9.]* / [0-9.]* | " \
+    "$tmp/table"
+expect "weight bytes per token: heads' and the GGUF's" "| [0-9.]* / 32.9 | [0-9.]* / 0.3 | [0-9]*% / [0-9]*% of [0-9.]* |$" \
     "$tmp/table"
 expect "load before and after" "^- tiny f32: heads .*load before: \`.*load average.*after:" "$tmp/table"
 expect "the first run's peak RSS" "first run (packing, writing the cache) peaked at [0-9]* MiB" "$tmp/table"
