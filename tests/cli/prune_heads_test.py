@@ -18,6 +18,10 @@ score: prune-heads --score's ablation column against the brute force
   summed here) on a random GQA model, an already pruned one and models/kjv,
   and its head-statistics columns against infer --head-stats over the same
   windows.
+retrieval: the retrieval column of prune-heads --score in [0, 1], the same
+  for the same seed (and thread count), another for another seed, and on
+  models/kjv its top 3 heads the induction heads of layer 3, well above the
+  rest.
 errors: bad input, each with its one stderr line and exit status, and
   nothing left behind; a failed write (a file size limit) and SIGINT while
   writing leave nothing either.
@@ -284,7 +288,7 @@ def check_scores(label, model, tokens, ctx, heads=None):
         f.write(" ".join(map(str, tokens)) + "\n")
     columns, rows = read_table(run([PRUNE, "-m", model, "-t", "1", "--score", "--ctx", str(ctx), "--precision", "f32",
                                     ids]).decode())
-    report(columns[:4] == ["layer", "head", "kv_head", "ablation"], f"{label}: columns {columns}")
+    report(columns[:5] == ["layer", "head", "kv_head", "ablation", "retrieval"], f"{label}: columns {columns}")
     base = mean_nll(model, ids, ctx)
     worst = 0.0
     for l, (q, _, _) in enumerate(layout(model)):
@@ -302,7 +306,7 @@ def check_scores(label, model, tokens, ctx, heads=None):
         for w in range(len(tokens) // ctx):
             f.write(" ".join(map(str, [1] + tokens[w * ctx + 1:(w + 1) * ctx])) + "\n")
     stats_columns, stats = read_table(run([INFER, "-m", model, "--head-stats", "--precision", "f32", windows]).decode())
-    report(columns[4:] == stats_columns[3:] and all(rows[k][:3] + rows[k][4:] == stats[k] for k in stats)
+    report(columns[5:] == stats_columns[3:] and all(rows[k][:3] + rows[k][5:] == stats[k] for k in stats)
            and len(rows) == len(stats), f"{label}: the head-statistics columns are infer --head-stats'")
 
 
@@ -326,6 +330,44 @@ def score_mode(tmp):
     check_scores("models/kjv", copy, tokens, 128, heads={(0, 4), (0, 5), (1, 2), (2, 0), (3, 2), (3, 3), (3, 4), (3, 7)})
 
 
+def retrieval_column(label, model, ids, *flags, ctx=128, threads=1):
+    """{(layer, head): retrieval} of prune-heads --score, checked to lie in [0, 1]."""
+    columns, rows = read_table(run([PRUNE, "-m", model, "-t", str(threads), "--score", "--ctx", str(ctx), ids] + list(flags)).decode())
+    report(columns[3:5] == ["ablation", "retrieval"], f"{label}: columns {columns}")
+    scores = {k: float(r[4]) for k, r in rows.items()}
+    report(all(0 <= v <= 1 for v in scores.values()), f"{label}: retrieval in [0, 1]: {sorted(scores.values())}")
+    return scores
+
+
+def retrieval_mode(tmp):
+    """The retrieval column: seeded, and on models/kjv led by its induction heads (3.2, 3.3, 3.4)."""
+    model = os.path.join(src, "models", "kjv")
+    with open(os.path.join(src, "tests", "data", "kjv-heldout.txt"), encoding="utf-8") as f:
+        text = f.read()[:2500]
+    ids = os.path.join(tmp, "calibration")
+    with open(ids, "wb") as f:
+        f.write(run([TOKENIZE, "-m", os.path.join(model, "tokenizer.model"), "--whole"], text.encode()))
+    first = retrieval_column("models/kjv", model, ids)
+    again = retrieval_column("models/kjv, again", model, ids, "--seed", "0")
+    other = retrieval_column("models/kjv, --seed 7", model, ids, "--seed", "7")
+    report(first == again, "the default seed is 0, and the same seed gives the same column")
+    report(first != other, "another seed builds other prompts: another column")
+    for label, scores in (("seed 0", first), ("seed 7", other)):
+        top = sorted(scores, key=lambda k: (-scores[k], k))[:3]
+        rest = max(v for k, v in scores.items() if k not in top)
+        print(f"{label}: top 3 {[(k, scores[k]) for k in top]}, the best of the rest {rest}")
+        report(all(l == 3 for l, _ in top), f"{label}: the top 3 retrieval heads are in layer 3 (induction): {top}")
+        report(min(scores[k] for k in top) > 2 * rest, f"{label}: the top 3 stand out: {top}, the rest <= {rest}")
+    # A random model: every head in [0, 1], and the same column at any thread count.
+    rng = np.random.default_rng(6)
+    small = os.path.join(tmp, "random")
+    make_model(small, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
+    write_ids(os.path.join(tmp, "random-ids"), rng, [100])
+    one = retrieval_column("random gqa", small, os.path.join(tmp, "random-ids"), ctx=24)
+    two = retrieval_column("random gqa, 2 threads", small, os.path.join(tmp, "random-ids"), ctx=24, threads=2)
+    report(one == two, "random gqa: the same column on 1 and 2 threads")
+
+
 def errors_mode(tmp):
     source = os.path.join(tmp, "m")
     make_model(source, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
@@ -339,6 +381,8 @@ def errors_mode(tmp):
     other_table = os.path.join(tmp, "other.tsv")
     with open(other_table, "wb") as f:
         f.write(run([INFER, "-m", other, "--head-stats", ids]))
+    with open(os.path.join(tmp, "few-pieces"), "w") as f:  # two windows of 8, 11 distinct pieces
+        f.write(" ".join(map(str, [1] + list(range(3, 14)) + [3, 4, 5, 6])) + "\n")
     existing = os.path.join(tmp, "existing")
     os.mkdir(existing)
     empty = os.path.join(tmp, "empty")
@@ -365,7 +409,10 @@ def errors_mode(tmp):
         (1, "already exists (--force replaces it)", ["--heads", "0.1", "-o", existing]),
         (1, "is the source model", ["--heads", "0.1", "-o", source, "--force"]),
         (2, "removes no heads", ["--score", "--heads", "0.1", ids]),
-        (2, "input files and --ctx go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (2, "input files, --ctx and --seed go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (2, "input files, --ctx and --seed go with --score", ["--heads", "0.1", "-o", out, "--seed", "3"]),
+        (1, "the calibration tokens hold 11 distinct pieces; its needle needs 20",
+         ["--score", "--ctx", "8", os.path.join(tmp, "few-pieces")]),
         (1, "no calibration tokens: the input is empty", ["--score", empty]),
         (1, "--ctx: 12 tokens are fewer than 2 × ctx (8)", ["--score", "--ctx", "8", ids]),
         (1, "cannot read the model's config.json", ["-m", existing, "--heads", "0.1", "-o", out]),
@@ -428,5 +475,6 @@ def errors_mode(tmp):
 
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
-    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode}[mode](tmp)
+    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode,
+     "retrieval": retrieval_mode}[mode](tmp)
 sys.exit(report.status())

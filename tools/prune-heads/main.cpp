@@ -23,6 +23,7 @@ namespace {
 struct Options {
     std::string model_dir, output, list, scores, by, keep, precision = "auto";
     std::int64_t drop = 0, min_per_layer = 0, ctx = 0;
+    std::uint64_t seed = 0;
     bool dropping = false, reverse = false, mask_only = false, force = false;
     int threads = 0;
     std::vector<std::string> inputs;
@@ -45,7 +46,9 @@ void score(const Options& o) {
     AblationOptions options{o.ctx, [&](std::int64_t done, std::int64_t total) {
                                 if (done % 8 == 0 || done == total) progress.update(fmt::format("head {}/{}", done, total));
                             }};
-    const HeadTable table = score_heads(session, tokens, options);
+    RetrievalOptions retrieval;
+    retrieval.seed = o.seed;
+    const HeadTable table = score_heads(session, tokens, options, retrieval);
     progress.done();
     write_head_table(out.get(), table);
     out.commit();
@@ -83,8 +86,9 @@ int main(int argc, char** argv) {
     bool scoring = false;
     cli::add_model_option(app, o.model_dir);
     cli::add_output_option(app, o.output)->description("the new model directory (--score: the head table; default stdout)");
-    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, then head statistics");
+    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, retrieval, head statistics");
     app.add_option("--ctx", o.ctx, "--score: window (default: the model's context), as infer --ppl");
+    auto* seed = app.add_option("--seed", o.seed, "--score: seed of the retrieval score's copy prompts (default 0)");
     cli::add_threads_option(app, o.threads);
     cli::add_precision_option(app, o.precision);
     app.add_option("--heads", o.list, "remove these heads: L.H,... or @FILE (H: index in the layer, as --mask-heads)");
@@ -110,7 +114,8 @@ int main(int argc, char** argv) {
                 throw UsageError("--score writes a head table and removes no heads");
             return score(o);
         }
-        if (!o.inputs.empty() || o.ctx) throw UsageError("input files and --ctx go with --score");
+        if (!o.inputs.empty() || o.ctx || seed->count())
+            throw UsageError("input files, --ctx and --seed go with --score");
         if (ranked == !o.list.empty()) throw UsageError("give the heads to remove: --heads LIST or --scores FILE");
         if (!ranked && ranking) throw UsageError("--by, --keep, --drop, --min-per-layer and --reverse go with --scores");
         if (ranked && o.by.empty()) throw UsageError("--scores needs --by COLUMN");
