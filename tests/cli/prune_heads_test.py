@@ -22,6 +22,13 @@ retrieval: the retrieval column of prune-heads --score in [0, 1], the same
   for the same seed (and thread count), another for another seed, and on
   models/kjv its top 3 heads the induction heads of layer 3, well above the
   rest.
+gqa: --to-gqa G on random models (MHA, GQA; F32, BF16, F16, sharded): the
+  written k_proj and v_proj the means of contiguous groups computed here with
+  numpy (to half a unit in the last place of the dtype), every other tensor
+  the source's, a stock config.json (num_key_value_heads = G, the edit
+  recorded), infer's logits within 1e-4 of the logit scale of
+  scripts/reference.py's on the new model, and G equal to the KV heads the
+  source's logits bit for bit; G that does not divide, a pruned source.
 errors: bad input, each with its one stderr line and exit status, and
   nothing left behind; a failed write (a file size limit) and SIGINT while
   writing leave nothing either.
@@ -368,6 +375,88 @@ def retrieval_mode(tmp):
     report(one == two, "random gqa: the same column on 1 and 2 threads")
 
 
+def gqa_mode(tmp):
+    """--to-gqa G: the pooled weights against numpy, the logits against scripts/reference.py, G == KV heads exact."""
+    rng = np.random.default_rng(8)
+    ids = os.path.join(tmp, "ids")
+    write_ids(ids, rng, [1, 9, 40])
+    eps = {"f32": 2.0 ** -24, "bf16": 2.0 ** -8, "f16": 2.0 ** -11}  # half a unit in the last place, relative
+    cases = [  # label, make-random-model args, dtype, G
+        ("mha to 2", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4"], "f32", 2),
+        ("mha to mqa", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4"], "f32", 1),
+        ("gqa 4:2 to 1, bf16", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2"], "bf16", 1),
+        ("mha 6 to 3, f16, 2 shards, head_dim 24", ["--d-model", "96", "--n-layers", "2", "--n-heads", "6",
+                                                   "--head-dim", "24", "--shards", "2"], "f16", 3),
+    ]
+    for n, (label, args, dtype, groups) in enumerate(cases):
+        source, gqa = os.path.join(tmp, f"src{n}"), os.path.join(tmp, f"gqa{n}")
+        make_model(source, *args, "--dtype", dtype, "--seed", str(n + 1))
+        before = digest(source)
+        run([PRUNE, "-m", source, "--to-gqa", str(groups), "-o", gqa])
+        report(digest(source) == before, f"{label}: the source is untouched")
+        c_src, c_out = config(source), config(gqa)
+        edit = c_out.get("heads_edits", [{}])[-1]
+        report(c_out["num_key_value_heads"] == groups and "head_layout" not in c_out and
+               edit.get("method") == "mean-pool" and edit.get("kv_heads") == groups and
+               edit.get("selection") == f"--to-gqa {groups}",
+               f"{label}: a stock config with num_key_value_heads {groups} and the edit recorded: {edit}")
+        report({k: v for k, v in c_out.items() if k not in ("num_key_value_heads", "heads_edits")} ==
+               {k: v for k, v in c_src.items() if k != "num_key_value_heads"}, f"{label}: the rest of config.json kept")
+        report(sorted(weight_headers(source)) == sorted(weight_headers(gqa)), f"{label}: the same weight files")
+        src_w, out_w = reference.read_weights(source), reference.read_weights(gqa)
+        hd = reference.read_config(source).head_dim
+        worst = 0.0
+        for name, t in src_w.items():
+            got = np.asarray(out_w.get(name), np.float64)
+            pooled = name.endswith(("k_proj.weight", "v_proj.weight"))
+            if pooled:
+                kv = t.shape[0] // hd
+                want = np.asarray(t, np.float64).reshape(groups, kv // groups, hd, -1).mean(axis=1).reshape(groups * hd, -1)
+                ok = got.shape == want.shape and bool(np.all(np.abs(got - want) <= 1.01 * eps[dtype] * np.abs(want)))
+                worst = max(worst, float((np.abs(got - want) / np.maximum(np.abs(want), 1e-30)).max()))
+            else:
+                ok = got.shape == t.shape and np.array_equal(got, np.asarray(t, np.float64))
+            if not ok:
+                report(False, f"{label}: {name} is not the {'group mean' if pooled else 'source'}'s")
+        print(f"ok: {label}: k_proj, v_proj the group means (largest relative error {worst:.2g}), the rest the source's")
+        ours = logits(gqa, ids)
+        model = reference.load_model(gqa)
+        with open(ids) as f:
+            want = [reference.forward(model, [int(x) for x in line.split()]).logits for line in f.read().splitlines()]
+        scale = max(float(np.abs(w).max()) for w in want)
+        error = max(float(np.abs(a - b).max()) for a, b in zip(ours, want))
+        report(len(ours) == len(want) and error <= 1e-4 * scale,
+               f"{label}: infer against scripts/reference.py on the GQA model: {error:.3g} (logit scale {scale:.3g})")
+        print(f"ok: {label}: logits within {error:.3g} of reference.py's (scale {scale:.3g})")
+        # G equal to the KV heads: every weight copied, the source's logits bit for bit.
+        same = os.path.join(tmp, f"same{n}")
+        kv_heads = c_src.get("num_key_value_heads", c_src["num_attention_heads"])
+        run([PRUNE, "-m", source, "--to-gqa", str(kv_heads), "-o", same])
+        report(all(np.array_equal(a, b) for a, b in zip(logits(same, ids), logits(source, ids))),
+               f"{label}: --to-gqa {kv_heads} (the KV heads it has) gives the source's logits bit for bit")
+
+    source = os.path.join(tmp, "src0")
+    pruned = os.path.join(tmp, "pruned")
+    run([PRUNE, "-m", source, "--heads", "0.1", "-o", pruned])
+    cases = [  # status, part of the message, arguments
+        (1, "4 KV heads per layer do not split into 3 equal groups", ["-m", source, "--to-gqa", "3"]),
+        (1, "the model has a head_layout", ["-m", pruned, "--to-gqa", "1"]),
+        (2, "--to-gqa: G must be at least 1, not 0", ["-m", source, "--to-gqa", "0"]),
+        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--heads", "0.1"]),
+        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--mask-only"]),
+        (2, "removes no heads", ["-m", source, "--to-gqa", "2", "--score"]),
+    ]
+    out = os.path.join(tmp, "out")
+    for status, part, args in cases:
+        done = subprocess.run([PRUNE] + args + ["-o", out], capture_output=True)
+        lines = done.stderr.decode(errors="replace").splitlines()
+        ok = done.returncode == status and lines and lines[0].startswith("prune-heads: ") and part in lines[0]
+        report(ok and not os.path.exists(out),
+               f"{' '.join(args[2:])} -> {done.returncode}, {lines[:2]} (wanted {status}, '{part}')")
+    left = [n for n in os.listdir(tmp) if ".tmp." in n]
+    report(not left, f"nothing left behind: {left}")
+
+
 def errors_mode(tmp):
     source = os.path.join(tmp, "m")
     make_model(source, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
@@ -476,5 +565,5 @@ def errors_mode(tmp):
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
     {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode,
-     "retrieval": retrieval_mode}[mode](tmp)
+     "retrieval": retrieval_mode, "gqa": gqa_mode}[mode](tmp)
 sys.exit(report.status())
