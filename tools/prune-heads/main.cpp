@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
     bool scoring = false;
     cli::add_model_option(app, o.model_dir);
     cli::add_output_option(app, o.output)->description("the new model directory (--score: the head table; default stdout)");
-    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, retrieval, head statistics");
+    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, retrieval, statistics");
     app.add_option("--ctx", o.ctx, "--score: window (default: the model's context), as infer --ppl");
     auto* seed = app.add_option("--seed", o.seed, "--score: seed of the retrieval score's copy prompts (default 0)");
     cli::add_threads_option(app, o.threads);
