@@ -71,10 +71,13 @@ AblationResult head_ablation(Session& session, std::span<const std::int32_t> tok
     return result;
 }
 
-HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options) {
+HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options,
+                      const RetrievalOptions& retrieval_options) {
     const Model& model = session.model();
-    const AblationResult ablation = head_ablation(session, tokens, options);
+    // Too few tokens for the windows or the needle stop it here, before the long part.
     const PplWindows cut = ppl_windows(model, tokens.size(), options.ctx);
+    const RetrievalResult retrieval = retrieval_scores(session, tokens, retrieval_options);
+    const AblationResult ablation = head_ablation(session, tokens, options);
     HeadStats stats(model.config());
     std::vector<std::int32_t> window;
     for (std::int64_t w = 0; w < cut.count; ++w) {
@@ -86,12 +89,19 @@ HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, co
                           fmt::format("prune-heads --score: ablation = mean NLL increase (nats) when the head alone "
                                       "is zeroed, over {} predictions in {} windows of {} tokens (mean NLL {:.6f})",
                                       ablation.count, ablation.windows, ablation.ctx, ablation.nll));
-    table.columns.insert(table.columns.begin(), "ablation");
+    table.comments.insert(
+        table.comments.begin() + 1,
+        fmt::format("prune-heads --score: retrieval = share of the copied needle pieces a head attended to most "
+                    "as they were written, over {} copy prompts (seed {}, {} text tokens, a needle of {}, a cue of "
+                    "{}); greedy copies {} of {} pieces right",
+                    retrieval.prompts, retrieval_options.seed, retrieval.text, retrieval_options.needle,
+                    retrieval_options.cue, retrieval.copied, retrieval.steps));
+    table.columns.insert(table.columns.begin(), {"ablation", "retrieval"});
     std::size_t next = 0;  // HeadStats' rows: layer by layer, each layer's heads by index
-    for (const auto& layer : ablation.delta)
-        for (const double delta : layer) {
+    for (std::size_t l = 0; l < ablation.delta.size(); ++l)
+        for (std::size_t i = 0; i < ablation.delta[l].size(); ++i) {
             auto& values = table.rows.at(next++).values;
-            values.insert(values.begin(), delta);
+            values.insert(values.begin(), {ablation.delta[l][i], retrieval.score[l][i]});
         }
     return table;
 }

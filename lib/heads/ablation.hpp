@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "heads/head_table.hpp"
+#include "heads/retrieval.hpp"
 #include "model/session.hpp"
 
 namespace heads {
@@ -33,8 +34,10 @@ struct AblationResult {
 // The session's head mask is used as the baseline and restored after.
 AblationResult head_ablation(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options);
 
-// What prune-heads --score writes: the head table with `ablation`, then the
-// columns of infer --head-stats (HeadStats) over the same windows.
-HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options);
+// What prune-heads --score writes: the head table with `ablation`, then
+// `retrieval` (retrieval_scores on copy prompts from the same tokens), then
+// the columns of infer --head-stats (HeadStats) over the ablation's windows.
+HeadTable score_heads(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options,
+                      const RetrievalOptions& retrieval);
 
 }  // namespace heads

@@ -16,6 +16,7 @@
 #include "io/read_file.hpp"
 #include "model/weights.hpp"
 #include "safetensors/write.hpp"
+#include "tensor/dtype.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -33,6 +34,7 @@ struct LayerPlan {
     std::vector<std::int64_t> query;  // source index of each kept query head, in order
     std::vector<std::int64_t> kv;     // source index of each kept KV head, in order
     std::vector<bool> query_kept;     // [source n_heads_l]
+    std::int64_t pool = 1;            // source KV heads kv[g], kv[g] + 1, ... averaged into kept KV head g
 };
 
 std::int64_t index_of(const std::vector<std::int32_t>& ids, std::int32_t id, const char* what, std::size_t layer) {
@@ -63,6 +65,58 @@ std::vector<LayerPlan> plan_edit(const LlamaConfig& source, const std::vector<La
         plans.push_back(std::move(plan));
     }
     return plans;
+}
+
+// Every query head kept; each layer's KV heads pooled in contiguous groups into `kv_heads`.
+std::vector<LayerPlan> plan_pooling(const LlamaConfig& source, std::int64_t kv_heads) {
+    if (source.pruned)
+        throw Error("--to-gqa {}: the model has a head_layout (it was pruned); pooling needs a stock layout", kv_heads);
+    if (kv_heads < 1 || source.n_kv_heads_unpruned % kv_heads != 0)
+        throw Error("--to-gqa {}: the model's {} KV heads per layer do not split into {} equal groups", kv_heads,
+                    source.n_kv_heads_unpruned, kv_heads);
+    std::vector<LayerPlan> plans;
+    for (const LayerHeads& from : source.layers) {
+        LayerPlan plan;
+        plan.pool = from.n_kv_heads() / kv_heads;
+        for (std::int64_t i = 0; i < from.n_heads(); ++i) plan.query.push_back(i);
+        for (std::int64_t g = 0; g < kv_heads; ++g) plan.kv.push_back(g * plan.pool);
+        plan.query_kept.assign(std::size_t(from.n_heads()), true);
+        plans.push_back(std::move(plan));
+    }
+    return plans;
+}
+
+double load_element(const std::byte* at, DType dtype) {
+    std::uint16_t half = 0;
+    float single = 0;
+    switch (dtype) {
+        case DType::F32: std::memcpy(&single, at, 4); return single;
+        case DType::BF16: std::memcpy(&half, at, 2); return bf16_to_f32(half);
+        case DType::F16: std::memcpy(&half, at, 2); return f16_to_f32(half);
+        default: throw Error("mean-pooling needs F32, BF16 or F16 weights, not {}", dtype_name(dtype));
+    }
+}
+
+void store_element(std::byte* at, DType dtype, double value) {
+    const float single = float(value);
+    if (dtype == DType::F32) {
+        std::memcpy(at, &single, 4);
+        return;
+    }
+    const std::uint16_t half = dtype == DType::BF16 ? f32_to_bf16(single) : f32_to_f16(single);
+    std::memcpy(at, &half, 2);
+}
+
+// `out` = the mean of the `count` blocks of rows from `first` on, summed in double and rounded once.
+void mean_of_blocks(std::vector<std::byte>& out, std::span<const std::byte> bytes, std::int64_t first,
+                    std::int64_t count, std::size_t block, DType dtype) {
+    const std::size_t element = dtype_size(dtype), n = block / element;
+    std::vector<double> sum(n, 0.0);
+    for (std::int64_t b = first; b < first + count; ++b)
+        for (std::size_t i = 0; i < n; ++i)
+            sum[i] += load_element(bytes.data() + std::size_t(b) * block + i * element, dtype);
+    out.resize(block);
+    for (std::size_t i = 0; i < n; ++i) store_element(out.data() + i * element, dtype, sum[i] / double(count));
 }
 
 // An attention projection of layer `layer`: 'q', 'k', 'v' or 'o'.
@@ -135,7 +189,7 @@ std::uint64_t write_weight_file(const fs::path& path, const Frame& source, const
     }
     AtomicFile file(path);
     FrameWriter writer(file.get(), specs, source.metadata);
-    std::vector<std::byte> zeros;
+    std::vector<std::byte> zeros, pooled;
     for (const auto& [tensor, projection] : order) {
         signals.check();
         const std::span<const std::byte> bytes = tensor->bytes();
@@ -147,8 +201,15 @@ std::uint64_t write_weight_file(const fs::path& path, const Frame& source, const
         const std::size_t element = dtype_size(tensor->dtype());
         if (projection->which != 'o') {  // rows: head_dim of them per head
             const std::size_t block = std::size_t(head_dim * tensor->dim(1)) * element;
-            for (const std::int64_t index : projection->which == 'q' ? plan.query : plan.kv)
-                writer.write(bytes.subspan(std::size_t(index) * block, block));
+            const bool pooling = projection->which != 'q' && plan.pool > 1;
+            for (const std::int64_t index : projection->which == 'q' ? plan.query : plan.kv) {
+                if (!pooling) {
+                    writer.write(bytes.subspan(std::size_t(index) * block, block));
+                    continue;
+                }
+                mean_of_blocks(pooled, bytes, index, plan.pool, block, tensor->dtype());
+                writer.write(pooled);
+            }
             continue;
         }
         // o_proj [d_model, n_heads_l·head_dim]: head_dim columns per head, in every row.
@@ -179,6 +240,12 @@ void write_text(const fs::path& path, const std::string& text) {
 
 Json edit_record(const LlamaConfig& source, const std::vector<LayerPlan>& plans, const std::string& fingerprint,
                  const HeadEdit& edit) {
+    if (edit.kv_heads > 0)
+        return {{"tool", "prune-heads"},
+                {"source", fingerprint},
+                {"method", "mean-pool"},
+                {"selection", edit.selection},
+                {"kv_heads", edit.kv_heads}};
     Json removed = Json::array();
     for (std::size_t l = 0; l < plans.size(); ++l)
         for (std::size_t i = 0; i < plans[l].query_kept.size(); ++i)
@@ -251,7 +318,8 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
     const std::string source_config = read_file(source / "config.json", "the model's config.json");
     const LlamaConfig config = parse_config(source_config, (source / "config.json").string());
     const WeightFiles weights = WeightFiles::open(source);
-    const std::vector<LayerPlan> plans = plan_edit(config, edit.keep);
+    const std::vector<LayerPlan> plans =
+        edit.kv_heads > 0 ? plan_pooling(config, edit.kv_heads) : plan_edit(config, edit.keep);
     std::error_code error;
     if (fs::exists(target) && fs::equivalent(target, source, error))
         throw Error("{}: is the source model; write the new model elsewhere", target.string());
@@ -276,7 +344,10 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
     }
 
     Json json = Json::parse(source_config);
-    if (!edit.mask_only) json["head_layout"] = Json::parse(head_layout_json(edit.keep));
+    if (edit.kv_heads > 0)
+        json["num_key_value_heads"] = edit.kv_heads;
+    else if (!edit.mask_only)
+        json["head_layout"] = Json::parse(head_layout_json(edit.keep));
     json[kHeadEditsKey].push_back(edit_record(config, plans, model_fingerprint(source_config, weights), edit));
     write_text(built.path() / "config.json", config_text(json));
     for (const char* name : kCopiedFiles) {

@@ -1,5 +1,6 @@
 #pragma once
-// Writing a model directory with attention heads taken out (prune-heads):
+// Writing a model directory with attention heads taken out (prune-heads),
+// or with its KV heads mean-pooled into fewer (MHA to GQA):
 // the source's weights, the removed heads' q_proj rows and o_proj columns
 // gone and the k_proj/v_proj rows of KV heads left without query heads gone
 // (or, mask-only, every shape kept and the removed heads' o_proj columns
@@ -25,6 +26,13 @@ struct HeadEdit {
     bool mask_only = false;  // keep every shape (and config.json's layout); zero the other heads' o_proj columns
     std::string selection;   // how the heads were chosen, for the record (e.g. "--by ablation --keep 75%")
     bool replace = false;    // an existing target is replaced (else refused)
+    // > 0 (MHA to GQA, METHODS.md (h)): no head is removed (`keep` is not
+    // read); each layer's KV heads are mean-pooled in contiguous groups into
+    // this many (the k_proj and v_proj rows of a group averaged), and
+    // config.json gets num_key_value_heads = kv_heads and stays stock (no
+    // head_layout). The source must have no head_layout, and kv_heads must
+    // divide its KV heads.
+    std::int64_t kv_heads = 0;
 };
 
 // Throws heads::Error when the edit does not fit the source's layout, the

@@ -18,6 +18,17 @@ score: prune-heads --score's ablation column against the brute force
   summed here) on a random GQA model, an already pruned one and models/kjv,
   and its head-statistics columns against infer --head-stats over the same
   windows.
+retrieval: the retrieval column of prune-heads --score in [0, 1], the same
+  for the same seed (and thread count), another for another seed, and on
+  models/kjv its top 3 heads the induction heads of layer 3, well above the
+  rest.
+gqa: --to-gqa G on random models (MHA, GQA; F32, BF16, F16, sharded): the
+  written k_proj and v_proj the means of contiguous groups computed here with
+  numpy (to half a unit in the last place of the dtype), every other tensor
+  the source's, a stock config.json (num_key_value_heads = G, the edit
+  recorded), infer's logits within 1e-4 of the logit scale of
+  scripts/reference.py's on the new model, and G equal to the KV heads the
+  source's logits bit for bit; G that does not divide, a pruned source.
 errors: bad input, each with its one stderr line and exit status, and
   nothing left behind; a failed write (a file size limit) and SIGINT while
   writing leave nothing either.
@@ -284,7 +295,7 @@ def check_scores(label, model, tokens, ctx, heads=None):
         f.write(" ".join(map(str, tokens)) + "\n")
     columns, rows = read_table(run([PRUNE, "-m", model, "-t", "1", "--score", "--ctx", str(ctx), "--precision", "f32",
                                     ids]).decode())
-    report(columns[:4] == ["layer", "head", "kv_head", "ablation"], f"{label}: columns {columns}")
+    report(columns[:5] == ["layer", "head", "kv_head", "ablation", "retrieval"], f"{label}: columns {columns}")
     base = mean_nll(model, ids, ctx)
     worst = 0.0
     for l, (q, _, _) in enumerate(layout(model)):
@@ -302,7 +313,7 @@ def check_scores(label, model, tokens, ctx, heads=None):
         for w in range(len(tokens) // ctx):
             f.write(" ".join(map(str, [1] + tokens[w * ctx + 1:(w + 1) * ctx])) + "\n")
     stats_columns, stats = read_table(run([INFER, "-m", model, "--head-stats", "--precision", "f32", windows]).decode())
-    report(columns[4:] == stats_columns[3:] and all(rows[k][:3] + rows[k][4:] == stats[k] for k in stats)
+    report(columns[5:] == stats_columns[3:] and all(rows[k][:3] + rows[k][5:] == stats[k] for k in stats)
            and len(rows) == len(stats), f"{label}: the head-statistics columns are infer --head-stats'")
 
 
@@ -326,6 +337,126 @@ def score_mode(tmp):
     check_scores("models/kjv", copy, tokens, 128, heads={(0, 4), (0, 5), (1, 2), (2, 0), (3, 2), (3, 3), (3, 4), (3, 7)})
 
 
+def retrieval_column(label, model, ids, *flags, ctx=128, threads=1):
+    """{(layer, head): retrieval} of prune-heads --score, checked to lie in [0, 1]."""
+    columns, rows = read_table(run([PRUNE, "-m", model, "-t", str(threads), "--score", "--ctx", str(ctx), ids] + list(flags)).decode())
+    report(columns[3:5] == ["ablation", "retrieval"], f"{label}: columns {columns}")
+    scores = {k: float(r[4]) for k, r in rows.items()}
+    report(all(0 <= v <= 1 for v in scores.values()), f"{label}: retrieval in [0, 1]: {sorted(scores.values())}")
+    return scores
+
+
+def retrieval_mode(tmp):
+    """The retrieval column: seeded, and on models/kjv led by its induction heads (3.2, 3.3, 3.4)."""
+    model = os.path.join(src, "models", "kjv")
+    with open(os.path.join(src, "tests", "data", "kjv-heldout.txt"), encoding="utf-8") as f:
+        text = f.read()[:2500]
+    ids = os.path.join(tmp, "calibration")
+    with open(ids, "wb") as f:
+        f.write(run([TOKENIZE, "-m", os.path.join(model, "tokenizer.model"), "--whole"], text.encode()))
+    first = retrieval_column("models/kjv", model, ids)
+    again = retrieval_column("models/kjv, again", model, ids, "--seed", "0")
+    other = retrieval_column("models/kjv, --seed 7", model, ids, "--seed", "7")
+    report(first == again, "the default seed is 0, and the same seed gives the same column")
+    report(first != other, "another seed builds other prompts: another column")
+    for label, scores in (("seed 0", first), ("seed 7", other)):
+        top = sorted(scores, key=lambda k: (-scores[k], k))[:3]
+        rest = max(v for k, v in scores.items() if k not in top)
+        print(f"{label}: top 3 {[(k, scores[k]) for k in top]}, the best of the rest {rest}")
+        report(all(l == 3 for l, _ in top), f"{label}: the top 3 retrieval heads are in layer 3 (induction): {top}")
+        report(min(scores[k] for k in top) > 2 * rest, f"{label}: the top 3 stand out: {top}, the rest <= {rest}")
+    # A random model: every head in [0, 1], and the same column at any thread count.
+    rng = np.random.default_rng(6)
+    small = os.path.join(tmp, "random")
+    make_model(small, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
+    write_ids(os.path.join(tmp, "random-ids"), rng, [100])
+    one = retrieval_column("random gqa", small, os.path.join(tmp, "random-ids"), ctx=24)
+    two = retrieval_column("random gqa, 2 threads", small, os.path.join(tmp, "random-ids"), ctx=24, threads=2)
+    report(one == two, "random gqa: the same column on 1 and 2 threads")
+
+
+def gqa_mode(tmp):
+    """--to-gqa G: the pooled weights against numpy, the logits against scripts/reference.py, G == KV heads exact."""
+    rng = np.random.default_rng(8)
+    ids = os.path.join(tmp, "ids")
+    write_ids(ids, rng, [1, 9, 40])
+    eps = {"f32": 2.0 ** -24, "bf16": 2.0 ** -8, "f16": 2.0 ** -11}  # half a unit in the last place, relative
+    cases = [  # label, make-random-model args, dtype, G
+        ("mha to 2", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4"], "f32", 2),
+        ("mha to mqa", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4"], "f32", 1),
+        ("gqa 4:2 to 1, bf16", ["--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2"], "bf16", 1),
+        ("mha 6 to 3, f16, 2 shards, head_dim 24", ["--d-model", "96", "--n-layers", "2", "--n-heads", "6",
+                                                   "--head-dim", "24", "--shards", "2"], "f16", 3),
+    ]
+    for n, (label, args, dtype, groups) in enumerate(cases):
+        source, gqa = os.path.join(tmp, f"src{n}"), os.path.join(tmp, f"gqa{n}")
+        make_model(source, *args, "--dtype", dtype, "--seed", str(n + 1))
+        before = digest(source)
+        run([PRUNE, "-m", source, "--to-gqa", str(groups), "-o", gqa])
+        report(digest(source) == before, f"{label}: the source is untouched")
+        c_src, c_out = config(source), config(gqa)
+        edit = c_out.get("heads_edits", [{}])[-1]
+        report(c_out["num_key_value_heads"] == groups and "head_layout" not in c_out and
+               edit.get("method") == "mean-pool" and edit.get("kv_heads") == groups and
+               edit.get("selection") == f"--to-gqa {groups}",
+               f"{label}: a stock config with num_key_value_heads {groups} and the edit recorded: {edit}")
+        report({k: v for k, v in c_out.items() if k not in ("num_key_value_heads", "heads_edits")} ==
+               {k: v for k, v in c_src.items() if k != "num_key_value_heads"}, f"{label}: the rest of config.json kept")
+        report(sorted(weight_headers(source)) == sorted(weight_headers(gqa)), f"{label}: the same weight files")
+        src_w, out_w = reference.read_weights(source), reference.read_weights(gqa)
+        hd = reference.read_config(source).head_dim
+        worst = 0.0
+        for name, t in src_w.items():
+            got = np.asarray(out_w.get(name), np.float64)
+            pooled = name.endswith(("k_proj.weight", "v_proj.weight"))
+            if pooled:
+                kv = t.shape[0] // hd
+                want = np.asarray(t, np.float64).reshape(groups, kv // groups, hd, -1).mean(axis=1).reshape(groups * hd, -1)
+                ok = got.shape == want.shape and bool(np.all(np.abs(got - want) <= 1.01 * eps[dtype] * np.abs(want)))
+                worst = max(worst, float((np.abs(got - want) / np.maximum(np.abs(want), 1e-30)).max()))
+            else:
+                ok = got.shape == t.shape and np.array_equal(got, np.asarray(t, np.float64))
+            if not ok:
+                report(False, f"{label}: {name} is not the {'group mean' if pooled else 'source'}'s")
+        print(f"ok: {label}: k_proj, v_proj the group means (largest relative error {worst:.2g}), the rest the source's")
+        ours = logits(gqa, ids)
+        model = reference.load_model(gqa)
+        with open(ids) as f:
+            want = [reference.forward(model, [int(x) for x in line.split()]).logits for line in f.read().splitlines()]
+        scale = max(float(np.abs(w).max()) for w in want)
+        error = max(float(np.abs(a - b).max()) for a, b in zip(ours, want))
+        report(len(ours) == len(want) and error <= 1e-4 * scale,
+               f"{label}: infer against scripts/reference.py on the GQA model: {error:.3g} (logit scale {scale:.3g})")
+        print(f"ok: {label}: logits within {error:.3g} of reference.py's (scale {scale:.3g})")
+        # G equal to the KV heads: every weight copied, the source's logits bit for bit.
+        same = os.path.join(tmp, f"same{n}")
+        kv_heads = c_src.get("num_key_value_heads", c_src["num_attention_heads"])
+        run([PRUNE, "-m", source, "--to-gqa", str(kv_heads), "-o", same])
+        report(all(np.array_equal(a, b) for a, b in zip(logits(same, ids), logits(source, ids))),
+               f"{label}: --to-gqa {kv_heads} (the KV heads it has) gives the source's logits bit for bit")
+
+    source = os.path.join(tmp, "src0")
+    pruned = os.path.join(tmp, "pruned")
+    run([PRUNE, "-m", source, "--heads", "0.1", "-o", pruned])
+    cases = [  # status, part of the message, arguments
+        (1, "4 KV heads per layer do not split into 3 equal groups", ["-m", source, "--to-gqa", "3"]),
+        (1, "the model has a head_layout", ["-m", pruned, "--to-gqa", "1"]),
+        (2, "--to-gqa: G must be at least 1, not 0", ["-m", source, "--to-gqa", "0"]),
+        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--heads", "0.1"]),
+        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--mask-only"]),
+        (2, "removes no heads", ["-m", source, "--to-gqa", "2", "--score"]),
+    ]
+    out = os.path.join(tmp, "out")
+    for status, part, args in cases:
+        done = subprocess.run([PRUNE] + args + ["-o", out], capture_output=True)
+        lines = done.stderr.decode(errors="replace").splitlines()
+        ok = done.returncode == status and lines and lines[0].startswith("prune-heads: ") and part in lines[0]
+        report(ok and not os.path.exists(out),
+               f"{' '.join(args[2:])} -> {done.returncode}, {lines[:2]} (wanted {status}, '{part}')")
+    left = [n for n in os.listdir(tmp) if ".tmp." in n]
+    report(not left, f"nothing left behind: {left}")
+
+
 def errors_mode(tmp):
     source = os.path.join(tmp, "m")
     make_model(source, "--d-model", "64", "--n-layers", "2", "--n-heads", "4", "--n-kv-heads", "2")
@@ -339,6 +470,8 @@ def errors_mode(tmp):
     other_table = os.path.join(tmp, "other.tsv")
     with open(other_table, "wb") as f:
         f.write(run([INFER, "-m", other, "--head-stats", ids]))
+    with open(os.path.join(tmp, "few-pieces"), "w") as f:  # two windows of 8, 11 distinct pieces
+        f.write(" ".join(map(str, [1] + list(range(3, 14)) + [3, 4, 5, 6])) + "\n")
     existing = os.path.join(tmp, "existing")
     os.mkdir(existing)
     empty = os.path.join(tmp, "empty")
@@ -365,7 +498,10 @@ def errors_mode(tmp):
         (1, "already exists (--force replaces it)", ["--heads", "0.1", "-o", existing]),
         (1, "is the source model", ["--heads", "0.1", "-o", source, "--force"]),
         (2, "removes no heads", ["--score", "--heads", "0.1", ids]),
-        (2, "input files and --ctx go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (2, "input files, --ctx and --seed go with --score", ["--heads", "0.1", "-o", out, ids]),
+        (2, "input files, --ctx and --seed go with --score", ["--heads", "0.1", "-o", out, "--seed", "3"]),
+        (1, "the calibration tokens hold 11 distinct pieces; its needle needs 20",
+         ["--score", "--ctx", "8", os.path.join(tmp, "few-pieces")]),
         (1, "no calibration tokens: the input is empty", ["--score", empty]),
         (1, "--ctx: 12 tokens are fewer than 2 × ctx (8)", ["--score", "--ctx", "8", ids]),
         (1, "cannot read the model's config.json", ["-m", existing, "--heads", "0.1", "-o", out]),
@@ -428,5 +564,6 @@ def errors_mode(tmp):
 
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
-    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode}[mode](tmp)
+    {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode,
+     "retrieval": retrieval_mode, "gqa": gqa_mode}[mode](tmp)
 sys.exit(report.status())

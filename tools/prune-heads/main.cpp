@@ -1,7 +1,8 @@
 // prune-heads: scores every head into a head table (--score), or writes a
 // new model directory without some attention heads, chosen by an explicit
 // list or by a head table's score column (--mask-only keeps the shapes and
-// zeroes the heads instead). man/prune-heads.1.
+// zeroes the heads instead), or turns multi-head attention into grouped-query
+// attention (--to-gqa). man/prune-heads.1.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -22,7 +23,8 @@ namespace {
 
 struct Options {
     std::string model_dir, output, list, scores, by, keep, precision = "auto";
-    std::int64_t drop = 0, min_per_layer = 0, ctx = 0;
+    std::int64_t drop = 0, min_per_layer = 0, ctx = 0, to_gqa = 0;
+    std::uint64_t seed = 0;
     bool dropping = false, reverse = false, mask_only = false, force = false;
     int threads = 0;
     std::vector<std::string> inputs;
@@ -45,7 +47,9 @@ void score(const Options& o) {
     AblationOptions options{o.ctx, [&](std::int64_t done, std::int64_t total) {
                                 if (done % 8 == 0 || done == total) progress.update(fmt::format("head {}/{}", done, total));
                             }};
-    const HeadTable table = score_heads(session, tokens, options);
+    RetrievalOptions retrieval;
+    retrieval.seed = o.seed;
+    const HeadTable table = score_heads(session, tokens, options, retrieval);
     progress.done();
     write_head_table(out.get(), table);
     out.commit();
@@ -75,6 +79,17 @@ void prune(const Options& o) {
     write_edited_model(source, o.output, {layout_without(config, removed), o.mask_only, how, o.force});
 }
 
+// --to-gqa: every query head kept, each layer's KV heads mean-pooled into o.to_gqa.
+void to_gqa(const Options& o) {
+    const auto source = cli::find_model(o.model_dir);
+    if (std::filesystem::exists(o.output) && !o.force) throw Error("{}: already exists (--force replaces it)", o.output);
+    HeadEdit edit;
+    edit.kv_heads = o.to_gqa;
+    edit.selection = fmt::format("--to-gqa {}", o.to_gqa);
+    edit.replace = o.force;
+    write_edited_model(source, o.output, edit);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,8 +98,9 @@ int main(int argc, char** argv) {
     bool scoring = false;
     cli::add_model_option(app, o.model_dir);
     cli::add_output_option(app, o.output)->description("the new model directory (--score: the head table; default stdout)");
-    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, then head statistics");
+    app.add_flag("--score", scoring, "write the head table of the calibration id lines: ablation, retrieval, statistics");
     app.add_option("--ctx", o.ctx, "--score: window (default: the model's context), as infer --ppl");
+    auto* seed = app.add_option("--seed", o.seed, "--score: seed of the retrieval score's copy prompts (default 0)");
     cli::add_threads_option(app, o.threads);
     cli::add_precision_option(app, o.precision);
     app.add_option("--heads", o.list, "remove these heads: L.H,... or @FILE (H: index in the layer, as --mask-heads)");
@@ -94,6 +110,7 @@ int main(int argc, char** argv) {
     auto* drop = app.add_option("--drop", o.drop, "--scores: remove this many heads");
     app.add_option("--min-per-layer", o.min_per_layer, "--scores: leave no layer with fewer heads than this");
     app.add_flag("--reverse", o.reverse, "--scores: remove the highest scores first");
+    auto* gqa = app.add_option("--to-gqa", o.to_gqa, "keep every head; mean-pool each layer's KV heads into G groups");
     app.add_flag("--mask-only", o.mask_only, "keep every shape; zero the removed heads' o_proj columns instead");
     app.add_flag("--force", o.force, "replace the output directory if it exists");
     app.add_option("files", o.inputs, "--score: calibration id lines (default: stdin)");
@@ -106,11 +123,19 @@ int main(int argc, char** argv) {
         if (o.drop < 0 || o.min_per_layer < 0 || o.ctx < 0)
             throw UsageError("--drop, --min-per-layer and --ctx must not be negative");
         if (scoring) {
-            if (ranked || !o.list.empty() || ranking || o.mask_only || o.force)
+            if (ranked || !o.list.empty() || ranking || o.mask_only || o.force || gqa->count())
                 throw UsageError("--score writes a head table and removes no heads");
             return score(o);
         }
-        if (!o.inputs.empty() || o.ctx) throw UsageError("input files and --ctx go with --score");
+        if (gqa->count()) {
+            if (o.to_gqa < 1) throw UsageError("--to-gqa: G must be at least 1, not {}", o.to_gqa);
+            if (ranked || !o.list.empty() || ranking || o.mask_only || !o.inputs.empty() || o.ctx || seed->count())
+                throw UsageError("--to-gqa removes no heads: it goes with -m, -o and --force only");
+            if (o.output.empty() || o.output == "-") throw UsageError("--to-gqa needs -o DIR, the new model directory");
+            return to_gqa(o);
+        }
+        if (!o.inputs.empty() || o.ctx || seed->count())
+            throw UsageError("input files, --ctx and --seed go with --score");
         if (ranked == !o.list.empty()) throw UsageError("give the heads to remove: --heads LIST or --scores FILE");
         if (!ranked && ranking) throw UsageError("--by, --keep, --drop, --min-per-layer and --reverse go with --scores");
         if (ranked && o.by.empty()) throw UsageError("--scores needs --by COLUMN");
