@@ -46,18 +46,19 @@ bool off(const AttentionArgs& a, std::int64_t h) { return !a.head_off.empty() &&
 // Keys and values are read in their slot type T, widened in registers.
 template <SlotType T>
 void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
-                std::int64_t i, float* scores, float* acc) {
+                      std::int64_t i, float* scores, float* acc) {
     const KvHeadView& kv = a.kv[std::size_t(g)];
     const std::int64_t base = kv.slots - a.n_new, head_dim = a.head_dim, slots = kv.slots;
     const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
     const std::int64_t n_group = groups.size(std::size_t(g));
     const float scale = scale_of(a);
+    const std::int64_t row = slot_row_bytes(T, head_dim);
     for (std::int64_t s = 0; s < slots; ++s) {
         if (!visible(a, kv, base, s, i)) {
             for (std::int64_t hi = 0; hi < n_group; ++hi) scores[hi * slots + s] = kMinusInf;
             continue;
         }
-        const std::uint8_t* k = kv.k_row(s, head_dim);
+        const std::uint8_t* k = static_cast<const std::uint8_t*>(kv.k) + s * row;
         const float bias = slot_bias(kv.pos[s]), k_scale = kv.k_scale_of(s) * scale;
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float* q = a.q + i * a.q_stride + heads[hi] * head_dim;
@@ -86,7 +87,7 @@ void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeS
     if (!write_output) return;
     std::fill(acc, acc + n_group * head_dim, 0.0f);
     for (std::int64_t s = 0; s < slots; ++s) {
-        const std::uint8_t* v = kv.v_row(s, head_dim);
+        const std::uint8_t* v = static_cast<const std::uint8_t*>(kv.v) + s * row;
         const float v_scale = kv.v_scale_of(s);
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float p = scores[hi * slots + s];
@@ -104,7 +105,7 @@ void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeS
 }
 
 void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
-                std::int64_t i, float* scores, float* acc) {
+                      std::int64_t i, float* scores, float* acc) {
     switch (a.kv[std::size_t(g)].type) {
         case SlotType::f32: return attend_row_typed<SlotType::f32>(a, groups, sink, write_output, g, i, scores, acc);
         case SlotType::bf16: return attend_row_typed<SlotType::bf16>(a, groups, sink, write_output, g, i, scores, acc);

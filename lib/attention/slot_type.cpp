@@ -35,16 +35,6 @@ std::optional<SlotType> slot_type_from_name(std::string_view name) {
     return std::nullopt;
 }
 
-std::int64_t slot_row_bytes(SlotType type, std::int64_t head_dim) {
-    switch (type) {
-        case SlotType::f32: return 4 * head_dim;
-        case SlotType::bf16: return 2 * head_dim;
-        case SlotType::q8: return head_dim;
-        case SlotType::q4: return (head_dim + 1) / 2;
-    }
-    throw std::invalid_argument("slot_row_bytes: unknown slot type");
-}
-
 std::int64_t slot_bytes(SlotType type, std::int64_t head_dim) {
     const std::int64_t scales = slot_type_scaled(type) ? 2 * std::int64_t(sizeof(float)) : 0;
     return 2 * slot_row_bytes(type, head_dim) + scales + std::int64_t(sizeof(std::int32_t));

@@ -10,7 +10,10 @@
 // q8 and q4 keep one f32 scale per row (per slot, for its key and for its
 // value); rounding to the nearest step leaves |x - q·scale| <= scale / 2.
 // Attention reads the rows as they are stored: dot_row and add_row widen
-// them in registers, nothing is copied back into f32.
+// them in registers, nothing is copied back into f32. Their q8 and q4 loops
+// ask for 16 numbers at a time (a register of floats; q4: 8 bytes): left to
+// itself, GCC sizes the vectors by the byte type (64 lanes) and head sizes
+// below 64 run scalar.
 
 #include <cstdint>
 #include <optional>
@@ -26,8 +29,16 @@ std::string_view slot_type_name(SlotType type);  // "f32", "bf16", "q8", "q4"
 std::optional<SlotType> slot_type_from_name(std::string_view name);
 // Whether each row carries a scale (q8, q4).
 inline bool slot_type_scaled(SlotType type) { return type == SlotType::q8 || type == SlotType::q4; }
-// Bytes of one row of head_dim numbers, its scale not counted.
-std::int64_t slot_row_bytes(SlotType type, std::int64_t head_dim);
+// Bytes of one row of head_dim numbers, its scale not counted (inline: attention asks per slot).
+constexpr std::int64_t slot_row_bytes(SlotType type, std::int64_t head_dim) {
+    switch (type) {
+        case SlotType::f32: return 4 * head_dim;
+        case SlotType::bf16: return 2 * head_dim;
+        case SlotType::q8: return head_dim;
+        case SlotType::q4: return (head_dim + 1) / 2;
+    }
+    return 0;
+}
 // Bytes one slot takes: its key and value rows, their scales and its position.
 std::int64_t slot_bytes(SlotType type, std::int64_t head_dim);
 
@@ -50,10 +61,10 @@ template <SlotType T> inline float dot_row(const float* q, const std::uint8_t* r
         for (std::int64_t d = 0; d < n; ++d) dot += q[d] * bf16_to_f32(x[d]);
     } else if constexpr (T == SlotType::q8) {
         const auto* x = reinterpret_cast<const std::int8_t*>(row);
-#pragma omp simd reduction(+ : dot)
+#pragma omp simd simdlen(16) reduction(+ : dot)
         for (std::int64_t d = 0; d < n; ++d) dot += q[d] * float(x[d]);
     } else {
-#pragma omp simd reduction(+ : dot)
+#pragma omp simd simdlen(8) reduction(+ : dot)
         for (std::int64_t j = 0; j < n / 2; ++j)
             dot += q[2 * j] * float(int(row[j] & 15) - 8) + q[2 * j + 1] * float(int(row[j] >> 4) - 8);
         if (n % 2) dot += q[n - 1] * float(int(row[n / 2] & 15) - 8);
@@ -72,10 +83,10 @@ template <SlotType T> inline void add_row(float* out, float a, const std::uint8_
         for (std::int64_t d = 0; d < n; ++d) out[d] += a * bf16_to_f32(x[d]);
     } else if constexpr (T == SlotType::q8) {
         const auto* x = reinterpret_cast<const std::int8_t*>(row);
-#pragma omp simd
+#pragma omp simd simdlen(16)
         for (std::int64_t d = 0; d < n; ++d) out[d] += a * float(x[d]);
     } else {
-#pragma omp simd
+#pragma omp simd simdlen(8)
         for (std::int64_t j = 0; j < n / 2; ++j) {
             out[2 * j] += a * float(int(row[j] & 15) - 8);
             out[2 * j + 1] += a * float(int(row[j] >> 4) - 8);
