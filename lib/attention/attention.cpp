@@ -43,26 +43,26 @@ bool off(const AttentionArgs& a, std::int64_t h) { return !a.head_off.empty() &&
 
 // Rows of probabilities for the query heads of KV head g and query i, then the
 // output and/or the probe. `scores` holds [G, slots], `acc` [G, head_dim].
-void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
-                std::int64_t i, float* scores, float* acc) {
+// Keys and values are read in their slot type T, widened in registers.
+template <SlotType T>
+void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
+                      std::int64_t i, float* scores, float* acc) {
     const KvHeadView& kv = a.kv[std::size_t(g)];
     const std::int64_t base = kv.slots - a.n_new, head_dim = a.head_dim, slots = kv.slots;
     const std::int32_t* heads = groups.heads.data() + groups.offsets[std::size_t(g)];
     const std::int64_t n_group = groups.size(std::size_t(g));
     const float scale = scale_of(a);
+    const std::int64_t row = slot_row_bytes(T, head_dim);
     for (std::int64_t s = 0; s < slots; ++s) {
         if (!visible(a, kv, base, s, i)) {
             for (std::int64_t hi = 0; hi < n_group; ++hi) scores[hi * slots + s] = kMinusInf;
             continue;
         }
-        const float* k = kv.k + s * head_dim;
-        const float bias = slot_bias(kv.pos[s]);
+        const std::uint8_t* k = static_cast<const std::uint8_t*>(kv.k) + s * row;
+        const float bias = slot_bias(kv.pos[s]), k_scale = kv.k_scale_of(s) * scale;
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float* q = a.q + i * a.q_stride + heads[hi] * head_dim;
-            float dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (std::int64_t d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-            scores[hi * slots + s] = dot * scale + bias;
+            scores[hi * slots + s] = dot_row<T>(q, k, head_dim) * k_scale + bias;
         }
     }
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
@@ -87,13 +87,12 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
     if (!write_output) return;
     std::fill(acc, acc + n_group * head_dim, 0.0f);
     for (std::int64_t s = 0; s < slots; ++s) {
-        const float* v = kv.v + s * head_dim;
+        const std::uint8_t* v = static_cast<const std::uint8_t*>(kv.v) + s * row;
+        const float v_scale = kv.v_scale_of(s);
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
             const float p = scores[hi * slots + s];
             if (p == 0) continue;
-            float* o = acc + hi * head_dim;
-#pragma omp simd
-            for (std::int64_t d = 0; d < head_dim; ++d) o[d] += p * v[d];
+            add_row<T>(acc + hi * head_dim, p * v_scale, v, head_dim);
         }
     }
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
@@ -102,6 +101,16 @@ void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* s
             std::fill(out, out + head_dim, 0.0f);
         else
             std::copy(acc + hi * head_dim, acc + (hi + 1) * head_dim, out);
+    }
+}
+
+void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
+                      std::int64_t i, float* scores, float* acc) {
+    switch (a.kv[std::size_t(g)].type) {
+        case SlotType::f32: return attend_row_typed<SlotType::f32>(a, groups, sink, write_output, g, i, scores, acc);
+        case SlotType::bf16: return attend_row_typed<SlotType::bf16>(a, groups, sink, write_output, g, i, scores, acc);
+        case SlotType::q8: return attend_row_typed<SlotType::q8>(a, groups, sink, write_output, g, i, scores, acc);
+        case SlotType::q4: return attend_row_typed<SlotType::q4>(a, groups, sink, write_output, g, i, scores, acc);
     }
 }
 
@@ -164,7 +173,7 @@ struct BlockTask {
             const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
             // scores = q · kᵀ for this block of keys
             gemm(qk, engine, stream,
-                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = head_dim, .b = kv.k + k0 * head_dim, .ldb = head_dim,
+                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = head_dim, .b = kv.k_f32() + k0 * head_dim, .ldb = head_dim,
                   .m = rows, .n = kn, .k = head_dim, .b_transposed = true, .accumulate = false});
             // Causal without a mask is a limit per row; anything else is checked slot by slot.
             bool simple = !a.mask && a.sliding_window == 0;
@@ -200,7 +209,7 @@ struct BlockTask {
             }
             // out += probabilities · v for this block of keys
             gemm(pv, engine, stream,
-                 {.c = o, .ldc = head_dim, .a = s, .lda = kBlockKeys, .b = kv.v + k0 * head_dim, .ldb = head_dim,
+                 {.c = o, .ldc = head_dim, .a = s, .lda = kBlockKeys, .b = kv.v_f32() + k0 * head_dim, .ldb = head_dim,
                   .m = rows, .n = head_dim, .k = kn, .b_transposed = false, .accumulate = true});
         }
         for (std::int64_t hi = 0; hi < n_group; ++hi)
@@ -254,7 +263,9 @@ void attention(Context& ctx, AttentionWorkspace& ws, const AttentionArgs& a) {
     check(a);
     Groups& groups = ws.groups;
     groups.build(a);
-    if (a.n_new >= kBlockThreshold)
+    // The blocked matmuls read f32 slots; other types are read row by row as they are stored.
+    const bool all_f32 = std::all_of(a.kv.begin(), a.kv.end(), [](const KvHeadView& kv) { return kv.type == SlotType::f32; });
+    if (a.n_new >= kBlockThreshold && all_f32)
         attend_blocks(ctx, a, groups, ws);
     else
         attend_rows(ctx.pool(), a, groups, ws, nullptr, true);

@@ -17,23 +17,40 @@
 // layouts are one case, and no KV head is copied per query head.
 //
 // attention() is the fast path (oneDNN block matmuls with an online softmax
-// for many queries; a row at a time for a few); attention_reference() is the
-// plain oracle with the same signature, kept for tests.
+// for many queries over f32 slots; a row at a time for a few, and for slots
+// stored in another type (slot_type.hpp), which it reads as they are);
+// attention_reference() is the plain oracle with the same signature, kept
+// for tests.
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "attention/slot_type.hpp"
 #include "ops/buffer.hpp"
 #include "ops/context.hpp"
 
 namespace heads {
 
 struct KvHeadView {
-    const float* k;            // [slots, head_dim], RoPE applied
-    const float* v;            // [slots, head_dim]
+    const void* k;             // [slots, slot_row_bytes(type, head_dim)], RoPE applied
+    const void* v;             // [slots, slot_row_bytes(type, head_dim)]
     const std::int32_t* pos;   // [slots]
     std::int64_t slots;        // in use; the last n_new are this step's tokens
+    SlotType type = SlotType::f32;
+    const float* k_scale = nullptr;  // [slots] for q8 and q4: each key row's scale
+    const float* v_scale = nullptr;  // [slots] the same for values
+
+    const float* k_f32() const { return static_cast<const float*>(k); }
+    const float* v_f32() const { return static_cast<const float*>(v); }
+    const std::uint8_t* k_row(std::int64_t s, std::int64_t head_dim) const {
+        return static_cast<const std::uint8_t*>(k) + s * slot_row_bytes(type, head_dim);
+    }
+    const std::uint8_t* v_row(std::int64_t s, std::int64_t head_dim) const {
+        return static_cast<const std::uint8_t*>(v) + s * slot_row_bytes(type, head_dim);
+    }
+    float k_scale_of(std::int64_t s) const { return k_scale ? k_scale[s] : 1.0f; }
+    float v_scale_of(std::int64_t s) const { return v_scale ? v_scale[s] : 1.0f; }
 };
 
 // Per-head sums of the attention statistics of the head table, over queries

@@ -16,11 +16,17 @@ void attention_reference(Context&, AttentionWorkspace&, const AttentionArgs& a) 
     const ProbeSink sink(a);
     const std::int64_t n_heads = std::int64_t(a.kv_head_of.size());
     std::vector<double> scores;
-    std::vector<float> row;
+    std::vector<float> row, k, v;  // the head's keys and values read back into f32
     for (std::int64_t h = 0; h < n_heads; ++h) {
         const std::int64_t g = a.kv_head_of[std::size_t(h)];
         const KvHeadView& kv = a.kv[std::size_t(g)];
         const std::int64_t base = kv.slots - a.n_new;
+        k.resize(std::size_t(kv.slots * a.head_dim));
+        v.resize(k.size());
+        for (std::int64_t s = 0; s < kv.slots; ++s) {
+            dequantize_row(kv.type, kv.k_row(s, a.head_dim), kv.k_scale_of(s), a.head_dim, k.data() + s * a.head_dim);
+            dequantize_row(kv.type, kv.v_row(s, a.head_dim), kv.v_scale_of(s), a.head_dim, v.data() + s * a.head_dim);
+        }
         scores.assign(std::size_t(kv.slots), 0.0);
         row.assign(std::size_t(kv.slots), 0.0f);
         for (std::int64_t i = 0; i < a.n_new; ++i) {
@@ -32,7 +38,7 @@ void attention_reference(Context&, AttentionWorkspace&, const AttentionArgs& a) 
                     continue;
                 }
                 double dot = 0;
-                for (std::int64_t d = 0; d < a.head_dim; ++d) dot += double(q[d]) * kv.k[s * a.head_dim + d];
+                for (std::int64_t d = 0; d < a.head_dim; ++d) dot += double(q[d]) * k[std::size_t(s * a.head_dim + d)];
                 scores[std::size_t(s)] = dot * scale + slot_bias(kv.pos[s]);
                 top = std::max(top, scores[std::size_t(s)]);
             }
@@ -49,7 +55,7 @@ void attention_reference(Context&, AttentionWorkspace&, const AttentionArgs& a) 
             if (!a.head_off.empty() && a.head_off[std::size_t(h)]) continue;
             for (std::int64_t d = 0; d < a.head_dim; ++d) {
                 double sum = 0;
-                for (std::int64_t s = 0; s < kv.slots; ++s) sum += scores[std::size_t(s)] / total * kv.v[s * a.head_dim + d];
+                for (std::int64_t s = 0; s < kv.slots; ++s) sum += scores[std::size_t(s)] / total * v[std::size_t(s * a.head_dim + d)];
                 out[d] = float(sum);
             }
         }

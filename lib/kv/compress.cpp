@@ -34,10 +34,13 @@ struct LastSlots {
             for (std::int64_t g = 0; g < cache.n_kv_heads(l); ++g) {
                 const KvHead& head = cache.head(l, g);
                 for (std::int64_t s = 0; s < head.slots; ++s)
-                    if (head.pos.data()[s] == last)
-                        slots.push_back({l, g, {head.k.data() + s * head_dim, head.k.data() + (s + 1) * head_dim},
-                                         {head.v.data() + s * head_dim, head.v.data() + (s + 1) * head_dim}, last,
-                                         cache.tracks_received() ? head.received.data()[s] : 0.0f});
+                    if (head.pos.data()[s] == last) {
+                        Slot slot{l, g, std::vector<float>(std::size_t(head_dim)), std::vector<float>(std::size_t(head_dim)),
+                                  last, cache.tracks_received() ? head.received.data()[s] : 0.0f};
+                        cache.read_key(l, g, s, slot.k.data());
+                        cache.read_value(l, g, s, slot.v.data());
+                        slots.push_back(std::move(slot));
+                    }
             }
         cache.truncate(last);
     }

@@ -59,7 +59,9 @@ public:
     }
 
     void adopt(KvCache& cache, const KvFrameContents& frame) override {
-        budgets_ = frame.info.policy == name() ? frame.info.budgets : KvBudgets{};
+        // A frame made by this eviction policy, its slots stored in any type, carries its budgets and scores.
+        const bool made_here = eviction_policy(frame.info.policy) == name();
+        budgets_ = made_here ? frame.info.budgets : KvBudgets{};
         if (!budgets_.empty() && budgets_.size() != std::size_t(cache.n_layers()))
             throw Error("the KV frame's budgets cover {} layers, its cache {}", budgets_.size(), cache.n_layers());
         const std::int64_t least = spec_.sink + spec_.recent + (spec_.compensates() ? 1 : 0);
@@ -70,7 +72,7 @@ public:
                                 b, least);
         if (!spec_.ranks()) return;
         // The frame's own scores when this policy made it; else what infer --kv measured.
-        const bool own = frame.info.policy == name() && !frame.score.empty();
+        const bool own = made_here && !frame.score.empty();
         const std::int64_t window = tracked_window();
         if (!own && window > 0 && !frame.received_recent.empty() && frame.recent_queries != window)
             throw Error("the KV frame's received_recent sums the last {} queries, the {} policy's window is {}",
@@ -147,10 +149,14 @@ private:
         std::int64_t n = synthetic >= 0 ? -std::int64_t(head.pos.data()[synthetic]) - 1 : 0;
         sum_k_.assign(std::size_t(head_dim), 0.0);
         sum_v_.assign(std::size_t(head_dim), 0.0);
+        mean_k_.resize(std::size_t(head_dim));
+        mean_v_.resize(std::size_t(head_dim));
         const auto add = [&](std::int64_t s, double times) {
+            cache.read_key(l, g, s, mean_k_.data());
+            cache.read_value(l, g, s, mean_v_.data());
             for (std::int64_t d = 0; d < head_dim; ++d) {
-                sum_k_[std::size_t(d)] += times * head.k.data()[s * head_dim + d];
-                sum_v_[std::size_t(d)] += times * head.v.data()[s * head_dim + d];
+                sum_k_[std::size_t(d)] += times * mean_k_[std::size_t(d)];
+                sum_v_[std::size_t(d)] += times * mean_v_[std::size_t(d)];
             }
         };
         if (synthetic >= 0) add(synthetic, double(n));
@@ -170,8 +176,8 @@ private:
         KvHead& head = cache.head(l, g);
         for (std::int64_t s = 0; s < head.slots; ++s)
             if (head.pos.data()[s] < -1) {  // the one already there takes the new mean
-                std::copy(mean_k_.begin(), mean_k_.end(), head.k.data() + s * head_dim);
-                std::copy(mean_v_.begin(), mean_v_.end(), head.v.data() + s * head_dim);
+                cache.write_key(l, g, s, mean_k_.data());
+                cache.write_value(l, g, s, mean_v_.data());
                 head.pos.data()[s] = position;
                 return;
             }

@@ -23,7 +23,9 @@ KvCache::KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim
 
 KvHeadView KvCache::view(std::int64_t layer, std::int64_t g) const {
     const KvHead& h = head(layer, g);
-    return {h.k.data(), h.v.data(), h.pos.data(), h.slots};
+    const bool scaled = slot_type_scaled(slot_type_);
+    return {h.k.data(), h.v.data(), h.pos.data(), h.slots, slot_type_, scaled ? h.k_scale.data() : nullptr,
+            scaled ? h.v_scale.data() : nullptr};
 }
 
 std::int64_t KvCache::max_slots(std::int64_t layer) const {
@@ -49,8 +51,13 @@ void KvCache::reserve(std::int64_t layer, std::int64_t g, std::int64_t slots) {
     KvHead& h = head(layer, g);
     if (slots <= h.capacity) return;
     const std::int64_t capacity = std::max(slots, h.capacity + h.capacity / 2);
-    h.k.grow_keep(std::size_t(capacity * head_dim_), std::size_t(h.slots * head_dim_));
-    h.v.grow_keep(std::size_t(capacity * head_dim_), std::size_t(h.slots * head_dim_));
+    const std::int64_t row = row_bytes();
+    h.k.grow_keep(std::size_t(capacity * row), std::size_t(h.slots * row));
+    h.v.grow_keep(std::size_t(capacity * row), std::size_t(h.slots * row));
+    if (slot_type_scaled(slot_type_)) {
+        h.k_scale.grow_keep(std::size_t(capacity), std::size_t(h.slots));
+        h.v_scale.grow_keep(std::size_t(capacity), std::size_t(h.slots));
+    }
     h.pos.grow_keep(std::size_t(capacity), std::size_t(h.slots));
     if (track_received_) h.received.grow_keep(std::size_t(capacity), std::size_t(h.slots));
     h.capacity = capacity;
@@ -81,6 +88,7 @@ void KvCache::keep(std::int64_t layer, std::int64_t g, std::span<const std::int6
     const auto kept = std::int64_t(slots.size());
     if (!ascending) {
         KvCache one({1}, head_dim_);
+        one.slot_type_ = slot_type_;
         one.reserve(0, 0, kept);
         one.track_received(track_received_);
         KvHead& copy = one.head(0, 0);
@@ -115,23 +123,97 @@ void KvCache::append(std::int64_t layer, std::int64_t g, const float* k, const f
     const auto n = std::int64_t(positions.size());
     reserve(layer, g, head(layer, g).slots + n);
     KvHead& h = head(layer, g);
-    const std::size_t row_bytes = sizeof(float) * std::size_t(head_dim_);
     for (std::int64_t i = 0; i < n; ++i) {
-        std::memcpy(h.k.data() + (h.slots + i) * head_dim_, k + i * row_stride, row_bytes);
-        std::memcpy(h.v.data() + (h.slots + i) * head_dim_, v + i * row_stride, row_bytes);
+        write_key(layer, g, h.slots + i, k + i * row_stride);
+        write_value(layer, g, h.slots + i, v + i * row_stride);
     }
     std::copy(positions.begin(), positions.end(), h.pos.data() + h.slots);
     if (track_received_) std::fill(h.received.data() + h.slots, h.received.data() + h.slots + n, 0.0f);
     h.slots += n;
 }
 
+void KvCache::append_stored(std::int64_t layer, std::int64_t g, const std::uint8_t* k, const std::uint8_t* v,
+                            const float* k_scale, const float* v_scale, std::span<const std::int32_t> positions) {
+    const auto n = std::int64_t(positions.size());
+    reserve(layer, g, head(layer, g).slots + n);
+    KvHead& h = head(layer, g);
+    const std::size_t bytes = std::size_t(n * row_bytes());
+    std::memcpy(h.k.data() + h.slots * row_bytes(), k, bytes);
+    std::memcpy(h.v.data() + h.slots * row_bytes(), v, bytes);
+    if (slot_type_scaled(slot_type_)) {
+        if (!k_scale || !v_scale) throw std::invalid_argument("KvCache::append_stored: the slot type needs scales");
+        std::copy(k_scale, k_scale + n, h.k_scale.data() + h.slots);
+        std::copy(v_scale, v_scale + n, h.v_scale.data() + h.slots);
+    }
+    std::copy(positions.begin(), positions.end(), h.pos.data() + h.slots);
+    if (track_received_) std::fill(h.received.data() + h.slots, h.received.data() + h.slots + n, 0.0f);
+    h.slots += n;
+}
+
+void KvCache::read_key(std::int64_t layer, std::int64_t g, std::int64_t s, float* out) const {
+    const KvHead& h = head(layer, g);
+    dequantize_row(slot_type_, h.k.data() + s * row_bytes(), slot_type_scaled(slot_type_) ? h.k_scale.data()[s] : 1.0f,
+                   head_dim_, out);
+}
+
+void KvCache::read_value(std::int64_t layer, std::int64_t g, std::int64_t s, float* out) const {
+    const KvHead& h = head(layer, g);
+    dequantize_row(slot_type_, h.v.data() + s * row_bytes(), slot_type_scaled(slot_type_) ? h.v_scale.data()[s] : 1.0f,
+                   head_dim_, out);
+}
+
+void KvCache::write_key(std::int64_t layer, std::int64_t g, std::int64_t s, const float* key) {
+    KvHead& h = head(layer, g);
+    float scale = 1.0f;
+    quantize_row(slot_type_, key, head_dim_, h.k.data() + s * row_bytes(), scale);
+    if (slot_type_scaled(slot_type_)) h.k_scale.data()[s] = scale;
+}
+
+void KvCache::write_value(std::int64_t layer, std::int64_t g, std::int64_t s, const float* value) {
+    KvHead& h = head(layer, g);
+    float scale = 1.0f;
+    quantize_row(slot_type_, value, head_dim_, h.v.data() + s * row_bytes(), scale);
+    if (slot_type_scaled(slot_type_)) h.v_scale.data()[s] = scale;
+}
+
+void KvCache::set_slot_type(SlotType type) {
+    if (type == slot_type_) return;
+    // Through f32, head by head: the new rows are written over a fresh store.
+    KvCache converted(kv_head_counts_, head_dim_);
+    converted.slot_type_ = type;
+    converted.track_received(track_received_, received_window_);
+    std::vector<float> k(static_cast<std::size_t>(head_dim_)), v(static_cast<std::size_t>(head_dim_));
+    for (std::int64_t l = 0; l < n_layers(); ++l)
+        for (std::int64_t g = 0; g < n_kv_heads(l); ++g) {
+            const KvHead& from = head(l, g);
+            converted.reserve(l, g, from.slots);
+            KvHead& to = converted.head(l, g);
+            for (std::int64_t s = 0; s < from.slots; ++s) {
+                read_key(l, g, s, k.data());
+                read_value(l, g, s, v.data());
+                converted.write_key(l, g, s, k.data());
+                converted.write_value(l, g, s, v.data());
+            }
+            std::copy(from.pos.data(), from.pos.data() + from.slots, to.pos.data());
+            if (track_received_) std::copy(from.received.data(), from.received.data() + from.slots, to.received.data());
+            to.slots = from.slots;
+        }
+    *this = std::move(converted);
+}
+
+std::int64_t KvCache::slot_data_bytes() const { return total_slots() * slot_bytes(slot_type_, head_dim_); }
+
 void KvCache::move_slots(KvHead& to, std::int64_t to_slot, const KvHead& from, std::int64_t from_slot,
                          std::int64_t count) const {
     if (count <= 0) return;
-    const std::size_t n = std::size_t(count), floats = n * std::size_t(head_dim_);
+    const std::size_t n = std::size_t(count), row = std::size_t(row_bytes());
     // memmove: within one head the ranges may overlap.
-    std::memmove(to.k.data() + to_slot * head_dim_, from.k.data() + from_slot * head_dim_, sizeof(float) * floats);
-    std::memmove(to.v.data() + to_slot * head_dim_, from.v.data() + from_slot * head_dim_, sizeof(float) * floats);
+    std::memmove(to.k.data() + std::size_t(to_slot) * row, from.k.data() + std::size_t(from_slot) * row, n * row);
+    std::memmove(to.v.data() + std::size_t(to_slot) * row, from.v.data() + std::size_t(from_slot) * row, n * row);
+    if (slot_type_scaled(slot_type_)) {
+        std::memmove(to.k_scale.data() + to_slot, from.k_scale.data() + from_slot, sizeof(float) * n);
+        std::memmove(to.v_scale.data() + to_slot, from.v_scale.data() + from_slot, sizeof(float) * n);
+    }
     std::memmove(to.pos.data() + to_slot, from.pos.data() + from_slot, sizeof(std::int32_t) * n);
     if (track_received_)
         std::memmove(to.received.data() + to_slot, from.received.data() + from_slot, sizeof(float) * n);
@@ -144,6 +226,11 @@ void KvCache::clear() {
 void KvCache::copy_from(const KvCache& other) {
     if (other.kv_head_counts_ != kv_head_counts_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
+    if (other.slot_type_ != slot_type_) {
+        // Storage is laid out for one slot type: start over in the other's.
+        *this = KvCache(kv_head_counts_, head_dim_);
+        slot_type_ = other.slot_type_;
+    }
     if (other.track_received_ != track_received_ || other.received_window_ != received_window_)
         track_received(other.track_received_, other.received_window_);
     for (std::int64_t l = 0; l < n_layers(); ++l)

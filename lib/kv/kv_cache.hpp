@@ -6,6 +6,9 @@
 // synthetic slots (e.g. a compensation token), which attention always sees.
 // Storage grows when needed and never shrinks, so a decoding loop that has
 // reserved its length allocates nothing per token.
+// Keys and values are stored in the cache's slot type (attention/slot_type.hpp):
+// f32, or bf16, q8 or q4 (a quantizing policy's), quantized as slots arrive
+// and kept so in memory; attention reads them as they are.
 
 #include <cstdint>
 #include <span>
@@ -17,12 +20,20 @@
 namespace heads {
 
 struct KvHead {
-    Buffer<float> k;            // [capacity, head_dim]
-    Buffer<float> v;            // [capacity, head_dim]
+    Buffer<std::uint8_t> k;     // [capacity, row_bytes]: keys in the cache's slot type
+    Buffer<std::uint8_t> v;     // [capacity, row_bytes]
+    Buffer<float> k_scale;      // [capacity] each key row's scale (q8, q4)
+    Buffer<float> v_scale;      // [capacity]
     Buffer<std::int32_t> pos;   // [capacity]
     Buffer<float> received;     // [capacity] attention mass each slot received, when the cache tracks it
     std::int64_t slots = 0;     // in use
     std::int64_t capacity = 0;
+
+    // The rows as floats, in an f32 cache.
+    float* k_f32() { return reinterpret_cast<float*>(k.data()); }
+    float* v_f32() { return reinterpret_cast<float*>(v.data()); }
+    const float* k_f32() const { return reinterpret_cast<const float*>(k.data()); }
+    const float* v_f32() const { return reinterpret_cast<const float*>(v.data()); }
 };
 
 class KvCache {
@@ -37,6 +48,14 @@ public:
     std::int64_t n_kv_heads(std::int64_t layer) const { return kv_head_counts_[std::size_t(layer)]; }
     const std::vector<std::int64_t>& kv_head_counts() const { return kv_head_counts_; }
     std::int64_t head_dim() const { return head_dim_; }
+    SlotType slot_type() const { return slot_type_; }
+    // Bytes of one key (or value) row in the slot type.
+    std::int64_t row_bytes() const { return slot_row_bytes(slot_type_, head_dim_); }
+    // Stores every slot, and every slot to come, in `type` (quantizing what
+    // is held; nothing changes when the type is already `type`).
+    void set_slot_type(SlotType type);
+    // Bytes the slots in use take (keys, values, scales, positions).
+    std::int64_t slot_data_bytes() const;
 
     KvHead& head(std::int64_t layer, std::int64_t g) { return heads_[index(layer, g)]; }
     const KvHead& head(std::int64_t layer, std::int64_t g) const { return heads_[index(layer, g)]; }
@@ -66,6 +85,15 @@ public:
     // and positions[i], with no received mass yet. Grows storage if needed.
     void append(std::int64_t layer, std::int64_t g, const float* k, const float* v, std::int64_t row_stride,
                 std::span<const std::int32_t> positions);
+    // The same with rows already stored in the cache's slot type (row_bytes()
+    // apart), with their scales (null when the type has none).
+    void append_stored(std::int64_t layer, std::int64_t g, const std::uint8_t* k, const std::uint8_t* v,
+                       const float* k_scale, const float* v_scale, std::span<const std::int32_t> positions);
+    // Slot s's key or value read back into head_dim floats, and written (quantized to the slot type).
+    void read_key(std::int64_t layer, std::int64_t g, std::int64_t s, float* out) const;
+    void read_value(std::int64_t layer, std::int64_t g, std::int64_t s, float* out) const;
+    void write_key(std::int64_t layer, std::int64_t g, std::int64_t s, const float* key);
+    void write_value(std::int64_t layer, std::int64_t g, std::int64_t s, const float* value);
     // Drops every slot at position >= n (synthetic slots stay): rollback of
     // rejected draft tokens, in any head, whatever a policy kept.
     void truncate(std::int64_t n);
@@ -74,7 +102,7 @@ public:
     void keep(std::int64_t layer, std::int64_t g, std::span<const std::int64_t> slots);
     // Drops everything.
     void clear();
-    // Becomes a copy of `other` (same layout); allocates only to grow.
+    // Becomes a copy of `other` (same layout, its slot type too); allocates only to grow.
     void copy_from(const KvCache& other);
 
 private:
@@ -90,6 +118,7 @@ private:
     std::vector<std::int64_t> kv_head_counts_;
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
+    SlotType slot_type_ = SlotType::f32;
     bool track_received_ = false;
     std::int64_t received_window_ = 0;
     std::vector<KvHead> heads_;

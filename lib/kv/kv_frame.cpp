@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -19,6 +21,17 @@ namespace {
 std::string name_of(std::int64_t l, const char* what) { return fmt::format("kv.{}.{}", l, what); }
 
 Tensor f32_tensor(Shape shape) { return Tensor::zeros(DType::F32, std::move(shape)); }
+
+// The dtype of kv.L.k and kv.L.v for each slot type: q4's bytes hold two numbers each.
+DType slot_dtype(SlotType type) {
+    switch (type) {
+        case SlotType::f32: return DType::F32;
+        case SlotType::bf16: return DType::BF16;
+        case SlotType::q8: return DType::I8;
+        case SlotType::q4: return DType::U8;
+    }
+    throw Error("unknown slot type");
+}
 
 // One value per slot of the layer, heads one after the other, from
 // `values(head, g)` giving head g's slots.
@@ -43,7 +56,6 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     frame.metadata[std::string(keys::tokens)] = fmt::format("{}", fmt::join(info.tokens, " "));
     frame.metadata[std::string(keys::policy)] = info.policy;
     if (received) frame.metadata[std::string(keys::recent_queries)] = std::to_string(received->recent_queries);
-    const std::int64_t head_dim = cache.head_dim();
     for (std::int64_t l = 0; l < cache.n_layers(); ++l) {
         const std::int64_t n_kv_heads = cache.n_kv_heads(l);
         Tensor counts = Tensor::zeros(DType::I32, {n_kv_heads});
@@ -52,21 +64,38 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
             counts.mutable_data<std::int32_t>()[std::size_t(g)] = std::int32_t(cache.head(l, g).slots);
             layer_slots += cache.head(l, g).slots;
         }
-        Tensor k = f32_tensor({layer_slots, head_dim}), v = f32_tensor({layer_slots, head_dim});
+        // Keys and values as the cache stores them: one row per slot, no padding.
+        const SlotType type = cache.slot_type();
+        const std::int64_t row = cache.row_bytes();
+        const bool scaled = slot_type_scaled(type);
+        const DType dtype = slot_dtype(type);
+        const Shape shape{layer_slots, row / std::int64_t(dtype_size(dtype))};
+        Tensor k = Tensor::zeros(dtype, shape), v = Tensor::zeros(dtype, shape);
+        Tensor k_scale = f32_tensor({scaled ? layer_slots : 0}), v_scale = f32_tensor({scaled ? layer_slots : 0});
         Tensor pos = Tensor::zeros(DType::I32, {layer_slots});
-        float *k_to = k.mutable_data<float>().data(), *v_to = v.mutable_data<float>().data();
+        std::byte *k_to = k.mutable_bytes().data(), *v_to = v.mutable_bytes().data();
+        float *k_scale_to = k_scale.mutable_data<float>().data(), *v_scale_to = v_scale.mutable_data<float>().data();
         std::int32_t* pos_to = pos.mutable_data<std::int32_t>().data();
         for (std::int64_t g = 0; g < n_kv_heads; ++g) {
             const KvHead& head = cache.head(l, g);
-            const std::size_t floats = std::size_t(head.slots * head_dim);
-            std::memcpy(k_to, head.k.data(), sizeof(float) * floats);
-            std::memcpy(v_to, head.v.data(), sizeof(float) * floats);
+            const std::size_t bytes = std::size_t(head.slots * row);
+            std::memcpy(k_to, head.k.data(), bytes);
+            std::memcpy(v_to, head.v.data(), bytes);
             std::memcpy(pos_to, head.pos.data(), sizeof(std::int32_t) * std::size_t(head.slots));
-            k_to += floats, v_to += floats, pos_to += head.slots;
+            if (scaled) {
+                std::copy(head.k_scale.data(), head.k_scale.data() + head.slots, k_scale_to);
+                std::copy(head.v_scale.data(), head.v_scale.data() + head.slots, v_scale_to);
+                k_scale_to += head.slots, v_scale_to += head.slots;
+            }
+            k_to += bytes, v_to += bytes, pos_to += head.slots;
         }
         frame.add(name_of(l, "slots"), std::move(counts));
         frame.add(name_of(l, "k"), std::move(k));
         frame.add(name_of(l, "v"), std::move(v));
+        if (scaled) {
+            frame.add(name_of(l, "k_scale"), std::move(k_scale));
+            frame.add(name_of(l, "v_scale"), std::move(v_scale));
+        }
         frame.add(name_of(l, "pos"), std::move(pos));
         if (!info.budgets.empty()) {
             const auto& budgets = info.budgets[std::size_t(l)];
@@ -104,7 +133,9 @@ namespace {
 // A layer's tensors, checked, in the ragged layout (an old padded frame is converted).
 struct LayerTensors {
     std::vector<std::int64_t> slots;  // per head
-    std::vector<float> k, v;          // [slots_l, head_dim]
+    SlotType type = SlotType::f32;
+    std::vector<std::uint8_t> k, v;   // [slots_l, slot_row_bytes(type, head_dim)]
+    std::vector<float> k_scale, v_scale;  // [slots_l] for q8 and q4
     std::vector<std::int32_t> pos;    // [slots_l]
     std::int64_t head_dim = 0;
 };
@@ -129,15 +160,49 @@ LayerTensors ragged_layer(const Frame& frame, const std::string& where, std::int
     const Tensor* v = frame.find(name_of(l, "v"));
     const Tensor* pos = frame.find(name_of(l, "pos"));
     if (!k || !v || !pos) throw Error("{}: layer {} has kv.{}.slots but not kv.{}.k, kv.{}.v and kv.{}.pos", where, l, l, l, l, l);
-    if (k->rank() != 2 || v->shape() != k->shape() || k->dim(0) != total)
+    if (k->rank() != 2 || v->shape() != k->shape() || v->dtype() != k->dtype() || k->dim(0) != total)
         throw Error("{}: kv.{}.k {} and kv.{}.v {} must be the same [{}, head_dim] (the sum of kv.{}.slots)", where, l,
                     shape_string(k->shape()), l, shape_string(v->shape()), total, l);
     if (pos->dtype() != DType::I32 || pos->shape() != Shape{total})
         throw Error("{}: kv.{}.pos must be I32 [{}]", where, l, total);
-    if (!is_floating(k->dtype()) || !is_floating(v->dtype()))
-        throw Error("{}: kv.{}.k and kv.{}.v must be floating point", where, l, l);
-    out.head_dim = k->dim(1);
-    out.k = k->to_f32(), out.v = v->to_f32();
+    const Tensor* k_scale = frame.find(name_of(l, "k_scale"));
+    const Tensor* v_scale = frame.find(name_of(l, "v_scale"));
+    // The slot type from the dtype: I8 with scales is q8, U8 with scales q4 (two numbers a byte).
+    switch (k->dtype()) {
+        case DType::F32: case DType::F16: out.type = SlotType::f32; break;
+        case DType::BF16: out.type = SlotType::bf16; break;
+        case DType::I8: out.type = SlotType::q8; break;
+        case DType::U8: out.type = SlotType::q4; break;
+        default: throw Error("{}: kv.{}.k is {} (F32, BF16, F16, or I8 or U8 with scales)", where, l, dtype_name(k->dtype()));
+    }
+    const bool scaled = slot_type_scaled(out.type);
+    if (scaled != (k_scale != nullptr) || scaled != (v_scale != nullptr))
+        throw Error("{}: kv.{}.k_scale and kv.{}.v_scale go with I8 and U8 keys and values, and only with them", where, l, l);
+    out.head_dim = out.type == SlotType::q4 ? 2 * k->dim(1) : k->dim(1);
+    if (k->dtype() == DType::F16) {
+        // Stored as f32 in the cache.
+        for (const auto& [from, to] : {std::pair{k, &out.k}, {v, &out.v}}) {
+            const std::vector<float> values = from->to_f32();
+            const auto* bytes = reinterpret_cast<const std::uint8_t*>(values.data());
+            to->assign(bytes, bytes + values.size() * sizeof(float));
+        }
+    } else {
+        for (const auto& [from, to] : {std::pair{k, &out.k}, {v, &out.v}}) {
+            const auto bytes = from->bytes();
+            const auto* first = reinterpret_cast<const std::uint8_t*>(bytes.data());
+            to->assign(first, first + bytes.size());
+        }
+    }
+    if (scaled) {
+        for (const auto& [from, to, name] : {std::tuple{k_scale, &out.k_scale, "k_scale"}, {v_scale, &out.v_scale, "v_scale"}}) {
+            if (from->dtype() != DType::F32 || from->shape() != Shape{total})
+                throw Error("{}: kv.{}.{} must be F32 [{}]", where, l, name, total);
+            const auto values = from->data<float>();
+            if (!std::all_of(values.begin(), values.end(), [](float x) { return std::isfinite(x) && x >= 0; }))
+                throw Error("{}: kv.{}.{} holds a negative, NaN or infinite scale", where, l, name);
+            to->assign(values.begin(), values.end());
+        }
+    }
     const auto p = pos->data<std::int32_t>();
     out.pos.assign(p.begin(), p.end());
     return out;
@@ -159,13 +224,18 @@ LayerTensors padded_layer(const Frame& frame, const std::string& where, std::int
     const std::vector<float> k_data = k.to_f32(), v_data = v->to_f32();
     const auto pos_data = pos->data<std::int32_t>();
     const std::int64_t axis = k.dim(1), head_dim = out.head_dim;
+    const auto append_rows = [](std::vector<std::uint8_t>& to, const std::vector<float>& from, std::size_t first,
+                                std::size_t count) {
+        const auto* bytes = reinterpret_cast<const std::uint8_t*>(from.data() + first);
+        to.insert(to.end(), bytes, bytes + count * sizeof(float));
+    };
     for (std::int64_t g = 0; g < k.dim(0); ++g) {
         std::int64_t used = axis;  // up to the last slot in use: trailing -1 slots are padding
         while (used > 0 && pos_data[std::size_t(g * axis + used - 1)] == -1) --used;
         out.slots.push_back(used);
         const auto first = std::size_t(g * axis * head_dim), count = std::size_t(used * head_dim);
-        out.k.insert(out.k.end(), k_data.begin() + std::ptrdiff_t(first), k_data.begin() + std::ptrdiff_t(first + count));
-        out.v.insert(out.v.end(), v_data.begin() + std::ptrdiff_t(first), v_data.begin() + std::ptrdiff_t(first + count));
+        append_rows(out.k, k_data, first, count);
+        append_rows(out.v, v_data, first, count);
         out.pos.insert(out.pos.end(), pos_data.begin() + g * axis, pos_data.begin() + g * axis + used);
     }
     return out;
@@ -232,12 +302,30 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     for (const auto& layer : layers) kv_head_counts.push_back(std::int64_t(layer.slots.size()));
     contents.cache = KvCache(kv_head_counts, std::max<std::int64_t>(head_dim, 0));
     head_dim = contents.cache.head_dim();
+    // One slot type for the whole cache: that of its layers with slots.
+    std::optional<SlotType> type;
+    for (std::int64_t l = 0; l < std::int64_t(layers.size()); ++l) {
+        const LayerTensors& layer = layers[std::size_t(l)];
+        if (layer.pos.empty()) continue;
+        if (type && *type != layer.type)
+            throw Error("{}: kv.{}.k holds {} slots, earlier layers {}", where, l, slot_type_name(layer.type),
+                        slot_type_name(*type));
+        type = layer.type;
+    }
+    if (type) contents.cache.set_slot_type(*type);
+    const std::int64_t row = contents.cache.row_bytes();
     const std::int64_t n_tokens = std::int64_t(contents.info.tokens.size());
     for (std::int64_t l = 0; l < std::int64_t(layers.size()); ++l) {
         const LayerTensors& layer = layers[std::size_t(l)];
-        for (const auto& [name, data] : {std::pair{"k", &layer.k}, {"v", &layer.v}})
-            if (!std::all_of(data->begin(), data->end(), [](float value) { return std::isfinite(value); }))
-                throw Error("{}: kv.{}.{} holds NaN or infinity", where, l, name);
+        if (layer.type == SlotType::f32 || layer.type == SlotType::bf16)
+            for (const auto& [name, data] : {std::pair{"k", &layer.k}, {"v", &layer.v}}) {
+                std::vector<float> values(static_cast<std::size_t>(head_dim));
+                for (std::size_t at = 0; at + std::size_t(row) <= data->size(); at += std::size_t(row)) {
+                    dequantize_row(layer.type, data->data() + at, 1.0f, head_dim, values.data());
+                    if (!std::all_of(values.begin(), values.end(), [](float value) { return std::isfinite(value); }))
+                        throw Error("{}: kv.{}.{} holds NaN or infinity", where, l, name);
+                }
+            }
         std::int64_t first = 0;
         for (std::int64_t g = 0; g < std::int64_t(layer.slots.size()); ++g) {
             const std::int64_t n = layer.slots[std::size_t(g)];
@@ -248,8 +336,10 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
                 if (const std::int32_t p = positions[std::size_t(slot)]; p >= n_tokens)
                     throw Error("{}: kv.{}.pos: KV head {} slot {} holds position {}, but heads.tokens has {} tokens",
                                 where, l, g, slot, p, n_tokens);
-            contents.cache.append(l, g, layer.k.data() + first * head_dim, layer.v.data() + first * head_dim, head_dim,
-                                  positions);
+            const bool scaled = slot_type_scaled(layer.type);
+            contents.cache.append_stored(l, g, layer.k.data() + first * row, layer.v.data() + first * row,
+                                         scaled ? layer.k_scale.data() + first : nullptr,
+                                         scaled ? layer.v_scale.data() + first : nullptr, positions);
             first += n;
         }
         for (auto [what, target] : {std::pair{"received", &contents.received},

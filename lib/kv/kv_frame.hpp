@@ -6,6 +6,10 @@
 //   kv.L.slots  [n_kv_heads_l]          I32: slots of each KV head, in head order
 //   kv.L.k      [slots_l, head_dim]     F32: keys after RoPE; head g's rows follow head g-1's
 //   kv.L.v      [slots_l, head_dim]     F32
+// or, for a cache stored in another slot type (attention/slot_type.hpp),
+// BF16 [slots_l, head_dim], I8 [slots_l, head_dim] (q8) or U8
+// [slots_l, head_dim / 2] (q4, two numbers a byte), the last two with
+//   kv.L.k_scale, kv.L.v_scale  [slots_l]  F32: each row's scale
 //   kv.L.pos    [slots_l]               I32: position of each slot (< -1: synthetic)
 // where slots_l is the sum of kv.L.slots, and optionally:
 //   kv.L.budget           [n_kv_heads_l] I32: each head's slot budget under the policy (-1: unbounded)

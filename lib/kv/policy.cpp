@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -20,6 +21,14 @@ public:
         : rope_(rope), inv_freq_(std::size_t(rope.head_dim / 2)), cos_(inv_freq_.size()), sin_(inv_freq_.size()) {
         rope_inv_freq(inv_freq_, rope, std::max<std::int64_t>(rope.max_position_embeddings, 1));
     }
+    // Slot s's key, RoPE applied at some position p, becomes the key at p + delta
+    // (read back from the cache's slot type and stored in it again).
+    void rotate(KvCache& cache, std::int64_t l, std::int64_t g, std::int64_t s, std::int32_t delta) {
+        key_.resize(std::size_t(rope_.head_dim));
+        cache.read_key(l, g, s, key_.data());
+        rotate(key_.data(), delta);
+        cache.write_key(l, g, s, key_.data());
+    }
     // key [head_dim], RoPE applied at some position p: becomes the key at p + delta.
     void rotate(float* key, std::int32_t delta) {
         rope_tables(cos_.data(), sin_.data(), {&delta, 1}, inv_freq_);
@@ -30,7 +39,7 @@ public:
 private:
     Rope rope_;
     std::vector<double> inv_freq_;
-    std::vector<float> cos_, sin_;
+    std::vector<float> cos_, sin_, key_;
 };
 
 class WindowPolicy final : public KvPolicy {
@@ -69,7 +78,7 @@ public:
                     if (p < 0 || p >= first_recent) continue;
                     const auto target = std::int32_t(first_recent - sinks + i++);
                     if (p != target) {
-                        rotator_->rotate(head.k.data() + s * cache.head_dim(), target - p);
+                        rotator_->rotate(cache, l, g, s, target - p);
                         p = target;
                     }
                 }
@@ -83,6 +92,43 @@ private:
     std::vector<std::int64_t> keep_;
 };
 
+// An eviction policy whose cache stores its slots in a smaller type: the
+// inner policy acts, then every slot (those to come too) is quantized. The
+// first step's slots are quantized once it has run, and the prompt runs whole
+// first (reads_whole_prompt), so that decode from ids quantizes the same
+// f32 cache that infer --kv's frame through compress-kv does.
+class QuantizedPolicy final : public KvPolicy {
+public:
+    QuantizedPolicy(std::unique_ptr<KvPolicy> inner, SlotType type) : inner_(std::move(inner)), type_(type) {}
+    std::string name() const override { return fmt::format("{}+{}", inner_->name(), slot_type_name(type_)); }
+    void apply(KvCache& cache, const KvStep& step) override {
+        inner_->apply(cache, step);
+        cache.set_slot_type(type_);
+    }
+    bool slides() const override { return inner_->slides(); }
+    std::int64_t span() const override { return inner_->span(); }
+    void start(KvCache& cache) override {
+        cache.set_slot_type(SlotType::f32);  // a new sequence's prompt runs in f32, as infer --kv's
+        inner_->start(cache);
+    }
+    void adopt(KvCache& cache, const KvFrameContents& frame) override { inner_->adopt(cache, frame); }
+    bool reads_whole_prompt() const override { return true; }
+    const KvBudgets* budgets() const override { return inner_->budgets(); }
+
+private:
+    std::unique_ptr<KvPolicy> inner_;
+    SlotType type_;
+};
+
+// "razor:...+q8" -> ("razor:...", q8); no known suffix: (name, nullopt).
+std::pair<std::string_view, std::optional<SlotType>> split_slot_type(std::string_view name) {
+    const auto plus = name.rfind('+');
+    if (plus == std::string_view::npos) return {name, std::nullopt};
+    const auto type = slot_type_from_name(name.substr(plus + 1));
+    if (!type) return {name, std::nullopt};
+    return {name.substr(0, plus), type};
+}
+
 std::int64_t window_count(std::string_view text, std::string_view what) {
     const auto value = parse_count(text);
     if (!value) throw Error("KV cache policy window: bad {} '{}' (a count >= 0)", what, text);
@@ -91,7 +137,13 @@ std::int64_t window_count(std::string_view text, std::string_view what) {
 
 }  // namespace
 
-std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name, const KvHeadScores& head_scores) {
+std::unique_ptr<KvPolicy> make_kv_policy(std::string_view spec, const KvHeadScores& head_scores) {
+    const auto [name, type] = split_slot_type(spec);
+    if (type) {
+        if (*type == SlotType::f32) throw Error("KV cache policy '{}': slots are f32 without a suffix (+bf16, +q8 or +q4)", spec);
+        if (name.empty()) throw Error("KV cache policy '{}': +{} follows a policy (e.g. full+{})", spec, slot_type_name(*type), slot_type_name(*type));
+        return std::make_unique<QuantizedPolicy>(make_kv_policy(name, head_scores), *type);
+    }
     if (name == "full" || name.empty()) return std::make_unique<FullPolicy>();
     if (is_head_policy(name)) return make_head_policy(parse_head_policy(name), head_scores);
     if (name.starts_with("window:")) {
@@ -105,13 +157,16 @@ std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name, const KvHeadScor
         return std::make_unique<WindowPolicy>(sink, recent);
     }
     throw Error("unknown KV cache policy '{}' (heads knows: full, window:SINK:RECENT, and with budget=B: window, h2o, "
-                "snapkv, pyramid, adakv, headkv, razor, duo)",
+                "snapkv, pyramid, adakv, headkv, razor, duo; any of them +bf16, +q8 or +q4)",
                 name);
 }
 
+std::string_view eviction_policy(std::string_view name) { return split_slot_type(name).first; }
+
 KvPolicyTable kv_policy_table(std::string_view name) {
-    if (!is_head_policy(name)) return {};
-    const HeadPolicySpec spec = parse_head_policy(name);
+    const std::string_view eviction = eviction_policy(name);
+    if (!is_head_policy(eviction)) return {};
+    const HeadPolicySpec spec = parse_head_policy(eviction);
     return {spec.scores, spec.by};
 }
 
@@ -123,7 +178,7 @@ void shift_positions(KvCache& cache, std::int32_t from, std::int32_t delta, cons
             for (std::int64_t s = 0; s < head.slots; ++s) {
                 std::int32_t& p = head.pos.data()[s];
                 if (p < from) continue;
-                rotator.rotate(head.k.data() + s * cache.head_dim(), delta);
+                rotator.rotate(cache, l, g, s, delta);
                 p += delta;
             }
         }

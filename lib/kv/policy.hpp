@@ -20,6 +20,9 @@
 //                        are re-rotated to sit right before the recent window,
 //                        so no distance exceeds SINK + RECENT and generation
 //                        goes on past the context length in bounded memory.
+//   POLICY+TYPE          any of the above with its slots stored as TYPE: bf16,
+//                        q8 or q4 (attention/slot_type.hpp), e.g. full+q8,
+//                        razor:budget=30%:by=induction+q4, window:4:252+q8
 //
 // The policy's name is written to a KV frame's heads.policy, and
 // make_kv_policy() makes the policy back from it, so a consumer keeps
@@ -88,6 +91,9 @@ using KvHeadScores = std::vector<std::vector<double>>;
 // column a head-aware policy names with by=COLUMN, when it has to settle
 // budgets itself (not needed to go on from a frame that carries them).
 std::unique_ptr<KvPolicy> make_kv_policy(std::string_view name, const KvHeadScores& head_scores = {});
+
+// The eviction part of a policy's name, without its +TYPE ("razor:...+q8" -> "razor:...").
+std::string_view eviction_policy(std::string_view name);
 
 // The head table a spec reads (scores=FILE) and its column (by=COLUMN); empty when none.
 struct KvPolicyTable {

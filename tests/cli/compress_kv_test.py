@@ -55,7 +55,7 @@ def tensors_numpy(blob):
 
     def tensor(name):
         t = header[name]
-        dtype = {"F32": np.float32, "I32": np.int32}[t["dtype"]]
+        dtype = {"F32": np.float32, "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BF16": np.uint16}[t["dtype"]]
         return np.frombuffer(data[slice(*t["data_offsets"])], dtype).reshape(t["shape"])
     return header, meta, tensor, 8 + n
 
@@ -66,6 +66,19 @@ def heads_of(tensor, l):
     ends = np.cumsum(slots)
     k, v, pos = tensor(f"kv.{l}.k"), tensor(f"kv.{l}.v"), tensor(f"kv.{l}.pos")
     return [(k[e - n:e], v[e - n:e], pos[e - n:e]) for n, e in zip(slots, ends)]
+
+
+def numbers(header, tensor, name, layer):
+    """man/heads.7's reading of quantized keys or values back as numbers."""
+    t, x = header[name], tensor(name)
+    if t["dtype"] == "F32":
+        return x
+    if t["dtype"] == "BF16":
+        return (x.astype(np.uint32) << 16).view(np.float32)
+    if t["dtype"] == "U8":  # q4: two a byte, low half first
+        x = np.stack([x & 15, x >> 4], axis=-1).reshape(len(x), -1).astype(np.int8) - 8
+    scale = tensor(f"kv.{layer}.{name.split('.')[-1]}_scale")
+    return x.astype(np.float32) * scale[:, None]
 
 
 def main():
@@ -81,7 +94,7 @@ def main():
         open(full, "wb").write(run([INFER, "-m", MODEL, "--kv", "--logits", "none"], prompt).stdout)
         full_blob = open(full, "rb").read()
         # --- the ragged frame, read with numpy alone ---
-        header, meta, tensor, _ = tensors_numpy(full_blob)
+        header, meta, tensor, full_header = tensors_numpy(full_blob)
         heads = heads_of(tensor, 0)
         report(len(heads) == 8 and all(len(p) == n and list(p) == list(range(n)) for _, _, p in heads)
                and heads[0][0].shape == (n, head_dim), "infer --kv: ragged frame, every head all positions")
@@ -135,6 +148,60 @@ def main():
             fresh = run([DECODE, "-m", MODEL, "-n", "16", "--kv-policy", ":".join([spec] + scores)], prompt).stdout
             report(cont == fresh and len(cont.split()) == 16,
                    f"{label}: decode from the compressed frame = decode with the policy from the prompt on")
+        # --- quantized slots: stored as such, read back with numpy within half a step ---
+        _, _, full_tensor, _ = tensors_numpy(full_blob)
+        quantized = [("razor+q8", ["--policy", "razor+q8", "--budget", "30%", "--scores", TABLE, "--by", "induction"],
+                      f"razor:budget=30%:by=induction:scores={TABLE}+q8", "I8", 2 * head_dim + 8),
+                     ("window+q4", ["--policy", "window+q4", "--budget", "30%"], "window:budget=30%+q4", "U8",
+                      head_dim + 8),
+                     ("full+q8", ["--policy", "full+q8"], "full+q8", "I8", 2 * head_dim + 8),
+                     ("h2o+bf16", ["--policy", "h2o:budget=20%+bf16"], "h2o:budget=20%+bf16", "BF16", 4 * head_dim),
+                     ("sliding window+q8", ["--policy", "window:4:40+q8"], "window:4:40+q8", "I8", 2 * head_dim + 8)]
+        for label, args, spec, dtype, row_bytes in quantized:
+            path = os.path.join(tmp, label + ".kv")
+            err = compress(args, path, ["--report", path + ".tsv"])
+            blob = open(path, "rb").read()
+            header, meta, tensor, header_bytes = tensors_numpy(blob)
+            ok = header["kv.0.k"]["dtype"] == dtype and meta["heads.policy"].endswith("+" + spec.rsplit("+", 1)[1])
+            kept, worst = 0, 0.0
+            for l in range(n_layers):
+                k, v = numbers(header, tensor, f"kv.{l}.k", l), numbers(header, tensor, f"kv.{l}.v", l)
+                ends = np.cumsum(tensor(f"kv.{l}.slots"))
+                pos = tensor(f"kv.{l}.pos")
+                full_heads = heads_of(full_tensor, l)
+                for g, (count, end) in enumerate(zip(tensor(f"kv.{l}.slots"), ends)):
+                    kept += int(count)
+                    for s in range(end - count, end):
+                        p = int(pos[s])
+                        if p < 0 or (label.startswith("sliding") and p < n - 41):
+                            continue  # a compensation token or a re-rotated sink: not a slot of the full frame
+                        for got, want, what in ((k[s], full_heads[g][0][p], "k"), (v[s], full_heads[g][1][p], "v")):
+                            if dtype == "BF16":
+                                bound = np.abs(want) * 2.0 ** -8
+                            else:
+                                bound = tensor(f"kv.{l}.{what}_scale")[s] / 2 * (1 + 1e-5) + np.abs(want) * 2.0 ** -23
+                            worst = max(worst, float(np.max(np.abs(got - want) - bound)))
+            ok &= worst <= 0
+            # Rows, scales and position per slot, plus the slot counts, budgets and scores.
+            per_slot = row_bytes + 4 + (4 if "kv.0.score" in header else 0)
+            ok &= len(blob) - header_bytes <= 1.02 * kept * per_slot
+            rows = [r.split("\t") for r in open(path + ".tsv").read().splitlines()]
+            ok &= int(rows[-1][7]) == len(blob) - header_bytes and int(rows[-1][6]) == len(full_blob) - full_header
+            total = err.strip().splitlines()[-1]
+            ok &= f"bytes {len(full_blob) - full_header} -> {len(blob) - header_bytes} " in total
+            report(ok, f"{label}: {dtype} slots{'' if dtype == 'BF16' else ' with their scales'}, within half a step of the full frame's; "
+                       f"{kept} slots in {len(blob)} bytes, within 2% + header; bytes in the report ({total})")
+            cont = run([DECODE, "-m", MODEL, "--kv", path, "-n", "16"]).stdout
+            fresh = run([DECODE, "-m", MODEL, "-n", "16", "--kv-policy", spec], prompt).stdout
+            report(cont == fresh and len(cont.split()) == 16,
+                   f"{label}: decode from the frame = decode with the policy from the prompt on")
+            sizes[label] = len(blob)
+        # A q8 slot takes 2 head_dim + 12 bytes against 8 head_dim + 4 in f32 (a third at head_dim 16).
+        ratio = (2 * head_dim + 12) / (8 * head_dim + 4)
+        report(sizes["razor+q8"] < (ratio + 0.02) * sizes["razor"] and sizes["full+q8"] < (ratio + 0.02) * len(full_blob),
+               f"q8 frames take about {ratio:.2f} of their f32 ones (razor {sizes['razor+q8']} against {sizes['razor']}, "
+               f"full {sizes['full+q8']} against {len(full_blob)})")
+
         report(sizes["razor"] < 0.35 * len(full_blob) and sizes["snapkv"] < 0.7 * sizes["h2o"],
                "the frame shrinks with the budget (razor 30% < 35% of the full frame, snapkv 20% < h2o 30%)")
         # DeCoRe's masked copy runs its own instance of the policy.

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "attention/attention.hpp"
+#include "attention/slot_type.hpp"
 
 using namespace heads;
 
@@ -337,4 +339,131 @@ TEST_CASE("a compensation slot at -(n+1) attends as n copies of its key and valu
                 CHECK(worst <= (reference ? 1e-6 : 2e-5));
             }
         }
+}
+
+namespace {
+
+const std::vector<SlotType> kStoredTypes{SlotType::f32, SlotType::bf16, SlotType::q8, SlotType::q4};
+
+// The slots of `b` stored in `type`, and read back into f32.
+struct Stored {
+    std::vector<std::vector<std::uint8_t>> k, v;
+    std::vector<std::vector<float>> k_scale, v_scale, k_back, v_back;
+    std::vector<KvHeadView> views, back_views;
+};
+
+Stored store(const Built& b, SlotType type, std::int64_t hd) {
+    Stored st;
+    const std::int64_t row = slot_row_bytes(type, hd);
+    for (std::size_t g = 0; g < b.views.size(); ++g) {
+        const std::int64_t slots = b.views[g].slots;
+        for (auto [from, to, scale, back] : {std::tuple{&b.k[g], &st.k, &st.k_scale, &st.k_back},
+                                             {&b.v[g], &st.v, &st.v_scale, &st.v_back}}) {
+            to->emplace_back(std::size_t(slots * row));
+            scale->emplace_back(std::size_t(slots));
+            back->emplace_back(std::size_t(slots * hd));
+            for (std::int64_t s = 0; s < slots; ++s) {
+                quantize_row(type, from->data() + s * hd, hd, to->back().data() + s * row, scale->back()[std::size_t(s)]);
+                dequantize_row(type, to->back().data() + s * row, scale->back()[std::size_t(s)], hd,
+                               back->back().data() + s * hd);
+            }
+        }
+    }
+    for (std::size_t g = 0; g < b.views.size(); ++g) {
+        const bool scaled = slot_type_scaled(type);
+        st.views.push_back({st.k[g].data(), st.v[g].data(), b.pos[g].data(), b.views[g].slots, type,
+                            scaled ? st.k_scale[g].data() : nullptr, scaled ? st.v_scale[g].data() : nullptr});
+        st.back_views.push_back({st.k_back[g].data(), st.v_back[g].data(), b.pos[g].data(), b.views[g].slots});
+    }
+    return st;
+}
+
+}  // namespace
+
+TEST_CASE("slot types: a row read back is within half a step of what was stored") {
+    std::mt19937 rng(91);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (const SlotType type : kStoredTypes)
+        for (std::int64_t n : {1, 2, 7, 8, 64, 128}) {
+            CAPTURE(slot_type_name(type));
+            CAPTURE(n);
+            for (int trial = 0; trial < 50; ++trial) {
+                std::vector<float> x(static_cast<std::size_t>(n)), back(static_cast<std::size_t>(n));
+                for (auto& value : x) value = normal(rng) * (trial % 5 == 0 ? 1e3f : trial % 5 == 1 ? 1e-3f : 1.0f);
+                if (trial == 3) x[0] *= 100.0f;  // one outlier sets the scale
+                if (trial == 4) std::fill(x.begin(), x.end(), 0.0f);
+                std::vector<std::uint8_t> row(std::size_t(slot_row_bytes(type, n)));
+                float scale = -1;
+                quantize_row(type, x.data(), n, row.data(), scale);
+                dequantize_row(type, row.data(), scale, n, back.data());
+                float top = 0;
+                for (auto value : x) top = std::max(top, std::abs(value));
+                for (std::int64_t d = 0; d < n; ++d) {
+                    const float err = std::abs(back[std::size_t(d)] - x[std::size_t(d)]);
+                    switch (type) {
+                        case SlotType::f32: CHECK(err == 0.0f); break;
+                        // bf16 keeps 8 significant bits: half an ulp is at most 2^-8 of the value.
+                        case SlotType::bf16: CHECK(err <= std::abs(x[std::size_t(d)]) * 0x1p-8f); break;
+                        // Half a step, plus the float rounding of q·scale (an ulp of the value).
+                        default:
+                            CHECK(scale == doctest::Approx(top / (type == SlotType::q8 ? 127.0f : 7.0f)).epsilon(1e-6));
+                            CHECK(err <= scale / 2 + std::abs(x[std::size_t(d)]) * 0x1p-23f);
+                    }
+                }
+            }
+        }
+}
+
+TEST_CASE("slot types: sizes, names, and q4's layout (element 2j in the low nibble of byte j, stored as q + 8)") {
+    CHECK(slot_row_bytes(SlotType::f32, 64) == 256);
+    CHECK(slot_row_bytes(SlotType::bf16, 64) == 128);
+    CHECK(slot_row_bytes(SlotType::q8, 64) == 64);
+    CHECK(slot_row_bytes(SlotType::q4, 64) == 32);
+    CHECK(slot_row_bytes(SlotType::q4, 7) == 4);
+    CHECK(slot_bytes(SlotType::q8, 64) == 2 * 64 + 2 * 4 + 4);
+    CHECK(slot_bytes(SlotType::f32, 64) == 2 * 256 + 4);
+    for (const SlotType type : kStoredTypes) CHECK(slot_type_from_name(slot_type_name(type)) == type);
+    CHECK_FALSE(slot_type_from_name("q2"));
+    const float x[] = {7, -7, 0, 3.5f};
+    std::uint8_t row[2];
+    float scale = 0;
+    quantize_row(SlotType::q4, x, 4, row, scale);
+    CHECK(scale == 1.0f);
+    CHECK(row[0] == ((8 - 7) << 4 | (8 + 7)));
+    CHECK(row[1] == ((8 + 4) << 4 | 8));  // 3.5 rounds away from zero
+}
+
+TEST_CASE("attention over stored slots equals attention over their values read back into f32") {
+    unsigned seed = 400;
+    for (const SlotType type : kStoredTypes)
+        for (std::int64_t n_new : {1, 3, 8, 40})
+            for (const bool holes : {false, true}) {
+                CAPTURE(slot_type_name(type));
+                CAPTURE(n_new);
+                CAPTURE(holes);
+                const Case c{grouped(6, 2), 64, n_new, {45, 17}, false, 0, holes, holes};
+                const Built b = build(c, seed++);
+                const Stored st = store(b, type, c.head_dim);
+                const std::int64_t n_heads = 6, hd = c.head_dim, q_stride = n_heads * hd + 5;
+                const auto run = [&](const std::vector<KvHeadView>& views, bool reference) {
+                    std::vector<float> out(std::size_t(n_new * n_heads * hd), 99.0f);
+                    AttentionArgs args = plain_args(out.data(), b, n_heads * hd, q_stride, n_new, hd, c.kv_head_of);
+                    args.kv = views;
+                    args.head_off = b.head_off;
+                    Context ctx(2);
+                    AttentionWorkspace ws;
+                    (reference ? attention_reference : attention)(ctx, ws, args);
+                    return out;
+                };
+                const auto stored = run(st.views, false), back = run(st.back_views, false);
+                const auto oracle = run(st.views, true);
+                double worst = 0, worst_oracle = 0;
+                for (std::size_t i = 0; i < stored.size(); ++i) {
+                    worst = std::max(worst, double(std::abs(stored[i] - back[i])));
+                    worst_oracle = std::max(worst_oracle, double(std::abs(stored[i] - oracle[i])));
+                }
+                // The same numbers in another order: float rounding only (values are N(0, 1)).
+                CHECK(worst < 1e-5);
+                CHECK(worst_oracle < 1e-5);
+            }
 }

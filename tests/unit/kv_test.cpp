@@ -28,8 +28,8 @@ void fill(KvCache& cache, std::int64_t l, std::int64_t g, const std::vector<std:
     for (std::size_t s = 0; s < positions.size(); ++s) {
         h.pos.data()[s] = positions[s];
         for (std::int64_t d = 0; d < cache.head_dim(); ++d) {
-            h.k.data()[s * std::size_t(cache.head_dim()) + std::size_t(d)] = float(100 * positions[s] + d);
-            h.v.data()[s * std::size_t(cache.head_dim()) + std::size_t(d)] = -float(100 * positions[s] + d);
+            h.k_f32()[s * std::size_t(cache.head_dim()) + std::size_t(d)] = float(100 * positions[s] + d);
+            h.v_f32()[s * std::size_t(cache.head_dim()) + std::size_t(d)] = -float(100 * positions[s] + d);
         }
     }
     h.slots = std::int64_t(positions.size());
@@ -53,8 +53,8 @@ TEST_CASE("append takes strided key and value rows, grows storage, and starts re
     cache.append(0, 1, rows.data() + 2, rows.data() + 6, 8, at);
     const KvHead& h = cache.head(0, 1);
     CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{0, 1, 2});
-    CHECK(std::vector<float>(h.k.data(), h.k.data() + 6) == std::vector<float>{0, 1, 3, 4, 7, 8});
-    CHECK(std::vector<float>(h.v.data(), h.v.data() + 6) == std::vector<float>{-0.0f, -1, -3, -4, -7, -8});
+    CHECK(std::vector<float>(h.k_f32(), h.k_f32() + 6) == std::vector<float>{0, 1, 3, 4, 7, 8});
+    CHECK(std::vector<float>(h.v_f32(), h.v_f32() + 6) == std::vector<float>{-0.0f, -1, -3, -4, -7, -8});
     CHECK(std::vector<float>(h.received.data(), h.received.data() + 3) == std::vector<float>{0.5f, 0, 0});
     CHECK(cache.head(0, 0).slots == 0);
 }
@@ -69,7 +69,7 @@ TEST_CASE("truncate drops positions >= n in every head and keeps synthetic slots
     CHECK(positions(cache, 0, 0) == std::vector<std::int32_t>{0, 1, 2});
     CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{-2, 0});
     CHECK(positions(cache, 2, 0) == std::vector<std::int32_t>{0, 1, 2});
-    CHECK(cache.head(0, 1).k.data()[4] == 0.0f);  // slot 1 now holds position 0's key
+    CHECK(cache.head(0, 1).k_f32()[4] == 0.0f);  // slot 1 now holds position 0's key
     CHECK(cache.total_slots() == 8);
 }
 
@@ -80,7 +80,7 @@ TEST_CASE("keep selects slots in any order; storage grows keeping the contents")
     const std::vector<std::int64_t> sink_and_recent = {0, 4, 5};
     cache.keep(0, 0, sink_and_recent);
     CHECK(positions(cache, 0, 0) == std::vector<std::int32_t>{0, 4, 5});
-    CHECK(cache.head(0, 0).v.data()[3] == -401.0f);
+    CHECK(cache.head(0, 0).v_f32()[3] == -401.0f);
     const std::vector<std::int64_t> reversed = {2, 0};
     cache.keep(0, 0, reversed);
     CHECK(positions(cache, 0, 0) == std::vector<std::int32_t>{5, 0});
@@ -88,7 +88,7 @@ TEST_CASE("keep selects slots in any order; storage grows keeping the contents")
     CHECK_THROWS(cache.keep(0, 0, outside));
     cache.reserve_more(100);
     CHECK(positions(cache, 0, 0) == std::vector<std::int32_t>{5, 0});
-    CHECK(cache.head(0, 0).k.data()[0] == 500.0f);
+    CHECK(cache.head(0, 0).k_f32()[0] == 500.0f);
 }
 
 TEST_CASE("a ragged cache survives a KV frame round trip, each head stored with only its slots") {
@@ -117,7 +117,7 @@ TEST_CASE("a ragged cache survives a KV frame round trip, each head stored with 
     CHECK(kv_frame_policy(unnamed) == "full");
     CHECK(back.info.tokens == std::vector<std::int32_t>{1, 2, 3, 4});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
-    CHECK(back.cache.head(0, 1).k.data()[4] == 301.0f);
+    CHECK(back.cache.head(0, 1).k_f32()[4] == 301.0f);
     CHECK(back.cache.kv_head_counts() == std::vector<std::int64_t>{2, 0});
 }
 
@@ -138,7 +138,7 @@ TEST_CASE("a KV frame in the padded layout of before is still read, its padding 
     const KvFrameContents back = kv_from_frame(frame, "old");
     CHECK(positions(back.cache, 0, 0) == std::vector<std::int32_t>{0, 1, 2});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 2});
-    CHECK(back.cache.head(0, 1).k.data()[1] == 4.0f);
+    CHECK(back.cache.head(0, 1).k_f32()[1] == 4.0f);
     CHECK(back.received.at(0) == std::vector<float>{0, 0, 0, 0, 0.5f});
 }
 
@@ -221,8 +221,8 @@ KvCache filled_cache(int n) {
     KvHead& head = cache.head(0, 0);
     for (int s = 0; s < n; ++s) {
         const auto key = key_at(s, s);
-        std::copy(key.begin(), key.end(), head.k.data() + s * kHeadDim);
-        for (int i = 0; i < kHeadDim; ++i) head.v.data()[s * kHeadDim + i] = float(s);
+        std::copy(key.begin(), key.end(), head.k_f32() + s * kHeadDim);
+        for (int i = 0; i < kHeadDim; ++i) head.v_f32()[s * kHeadDim + i] = float(s);
         head.pos.data()[s] = s;
     }
     head.slots = n;
@@ -258,20 +258,20 @@ TEST_CASE("kv policy: window keeps sinks and the recent positions, sinks re-rota
     const KvHead& head = cache.head(0, 0);
     const int tokens[] = {0, 1, 7, 8, 9};
     for (int s = 0; s < 5; ++s) {
-        CHECK(head.v.data()[s * kHeadDim] == float(tokens[s]));  // the right slots survived
+        CHECK(head.v_f32()[s * kHeadDim] == float(tokens[s]));  // the right slots survived
         const auto expected = key_at(tokens[s], head.pos.data()[s]);
-        for (int i = 0; i < kHeadDim; ++i) CHECK(head.k.data()[s * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
+        for (int i = 0; i < kHeadDim; ++i) CHECK(head.k_f32()[s * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
     }
     // One more step: the sinks move along with the window.
     const auto key = key_at(10, 10);
     KvHead& h = cache.head(0, 0);
-    std::copy(key.begin(), key.end(), h.k.data() + 5 * kHeadDim);
+    std::copy(key.begin(), key.end(), h.k_f32() + 5 * kHeadDim);
     h.pos.data()[5] = 10;
     h.slots = 6;
     window->apply(cache, {11, 1, &rope});
     CHECK(slot_positions(cache) == std::vector<std::int32_t>{6, 7, 8, 9, 10});
     const auto sink = key_at(0, 6);
-    for (int i = 0; i < kHeadDim; ++i) CHECK(h.k.data()[i] == doctest::Approx(sink[std::size_t(i)]).epsilon(1e-5));
+    for (int i = 0; i < kHeadDim; ++i) CHECK(h.k_f32()[i] == doctest::Approx(sink[std::size_t(i)]).epsilon(1e-5));
 }
 
 TEST_CASE("kv policy: shift_positions moves and re-rotates what follows a position") {
@@ -280,7 +280,7 @@ TEST_CASE("kv policy: shift_positions moves and re-rotates what follows a positi
     CHECK(slot_positions(cache) == std::vector<std::int32_t>{0, 1, 2, 3, 1, 2});
     const KvHead& head = cache.head(0, 0);
     const auto expected = key_at(5, 2);
-    for (int i = 0; i < kHeadDim; ++i) CHECK(head.k.data()[5 * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
+    for (int i = 0; i < kHeadDim; ++i) CHECK(head.k_f32()[5 * kHeadDim + i] == doctest::Approx(expected[std::size_t(i)]).epsilon(1e-5));
 }
 
 // Budgeted policies (head_policy.hpp): what every one of them guarantees.
@@ -399,9 +399,9 @@ TEST_CASE("kv policy: razor folds the dropped slots into one compensation slot: 
     CHECK(positions(cache, 0, 1) == std::vector<std::int32_t>{0, 1, 27, 28, 29, -26});
     for (int d = 0; d < 4; ++d) {
         double k = 0, v = 0;
-        for (int s = 2; s < 27; ++s) k += before.head(0, 1).k.data()[s * 4 + d], v += before.head(0, 1).v.data()[s * 4 + d];
-        CHECK(head.k.data()[5 * 4 + d] == doctest::Approx(k / 25).epsilon(1e-6));
-        CHECK(head.v.data()[5 * 4 + d] == doctest::Approx(v / 25).epsilon(1e-6));
+        for (int s = 2; s < 27; ++s) k += before.head(0, 1).k_f32()[s * 4 + d], v += before.head(0, 1).v_f32()[s * 4 + d];
+        CHECK(head.k_f32()[5 * 4 + d] == doctest::Approx(k / 25).epsilon(1e-6));
+        CHECK(head.v_f32()[5 * 4 + d] == doctest::Approx(v / 25).epsilon(1e-6));
     }
 }
 
@@ -415,8 +415,8 @@ TEST_CASE("kv policy: a cache within its budgets is left bit for bit as it was (
             for (std::int64_t g = 0; g < 3; ++g) {
                 const KvHead &a = cache.head(l, g), &b = same.head(l, g);
                 REQUIRE(a.slots == b.slots);
-                CHECK(std::memcmp(a.k.data(), b.k.data(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
-                CHECK(std::memcmp(a.v.data(), b.v.data(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
+                CHECK(std::memcmp(a.k_f32(), b.k_f32(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
+                CHECK(std::memcmp(a.v_f32(), b.v_f32(), sizeof(float) * std::size_t(a.slots * 4)) == 0);
                 CHECK(std::memcmp(a.pos.data(), b.pos.data(), sizeof(std::int32_t) * std::size_t(a.slots)) == 0);
             }
     }
@@ -487,5 +487,145 @@ TEST_CASE("kv policy: specs are checked, part by part") {
              {"headkv:budget=10:by=x:beta=0.5", "a number >= 1"}}) {
         CAPTURE(spec);
         CHECK_THROWS_WITH_AS(make_kv_policy(spec), doctest::Contains(message), Error);
+    }
+}
+
+TEST_CASE("quantized slots: the cache stores them as such, reads them back within half a step, and keeps them through slot edits") {
+    for (const SlotType type : {SlotType::bf16, SlotType::q8, SlotType::q4}) {
+        CAPTURE(slot_type_name(type));
+        const KvCache f32 = random_cache(2, 3, 40);
+        KvCache cache = random_cache(2, 3, 40);
+        cache.set_slot_type(type);
+        CHECK(cache.slot_type() == type);
+        CHECK(cache.row_bytes() == slot_row_bytes(type, 4));
+        CHECK(cache.slot_data_bytes() == 2 * 3 * 40 * slot_bytes(type, 4));
+        std::vector<float> key(4), value(4);
+        const auto close = [&](const KvCache& q, std::int64_t l, std::int64_t g, std::int64_t s, std::int64_t from) {
+            q.read_key(l, g, s, key.data());
+            q.read_value(l, g, s, value.data());
+            const float k_step = slot_type_scaled(type) ? q.head(l, g).k_scale.data()[s] : 0.0f;
+            const float v_step = slot_type_scaled(type) ? q.head(l, g).v_scale.data()[s] : 0.0f;
+            for (std::int64_t d = 0; d < 4; ++d) {
+                const float k = f32.head(l, g).k_f32()[from * 4 + d], v = f32.head(l, g).v_f32()[from * 4 + d];
+                // Keys and values here are within 0.5: bf16's half ulp is below 2^-9.
+                CHECK(std::abs(key[std::size_t(d)] - k) <= std::max(k_step / 2 * 1.0001f, 0x1p-9f));
+                CHECK(std::abs(value[std::size_t(d)] - v) <= std::max(v_step / 2 * 1.0001f, 0x1p-9f));
+            }
+        };
+        for (std::int64_t s = 0; s < 40; ++s) close(cache, 1, 2, s, s);
+        // keep, in order and out of order, and truncate move scales with their rows.
+        const std::vector<std::int64_t> ascending{0, 3, 17, 39}, shuffled{39, 0, 17};
+        cache.keep(1, 2, ascending);
+        for (std::size_t i = 0; i < ascending.size(); ++i) close(cache, 1, 2, std::int64_t(i), ascending[i]);
+        cache.keep(1, 1, shuffled);
+        for (std::size_t i = 0; i < shuffled.size(); ++i) close(cache, 1, 1, std::int64_t(i), shuffled[i]);
+        cache.truncate(20);
+        CHECK(positions(cache, 1, 2) == std::vector<std::int32_t>{0, 3, 17});
+        // New slots arrive in the cache's type.
+        const std::vector<float> row{0.25f, -0.5f, 0.125f, 0.0f};
+        const std::int32_t at[] = {20};
+        cache.append(0, 0, row.data(), row.data(), 4, at);
+        cache.read_key(0, 0, cache.head(0, 0).slots - 1, key.data());
+        for (std::size_t d = 0; d < 4; ++d) CHECK(std::abs(key[d] - row[d]) <= 0.5f / (type == SlotType::q4 ? 7 : 127));
+        // copy_from takes the other's slot type.
+        KvCache copy(cache.kv_head_counts(), 4, 64);
+        copy.copy_from(cache);
+        CHECK(copy.slot_type() == type);
+        CHECK(std::memcmp(copy.head(1, 2).k.data(), cache.head(1, 2).k.data(), std::size_t(3 * cache.row_bytes())) == 0);
+    }
+}
+
+TEST_CASE("quantized slots: a KV frame stores them as such with their scales, ragged, and reads them back bit for bit") {
+    for (const SlotType type : {SlotType::f32, SlotType::bf16, SlotType::q8, SlotType::q4}) {
+        CAPTURE(slot_type_name(type));
+        KvCache cache = random_cache(2, 2, 30);
+        cache.keep(0, 1, std::vector<std::int64_t>{0, 1, 2, 28, 29});  // ragged
+        cache.set_slot_type(type);
+        const Frame frame = kv_to_frame(cache, {"m", std::vector<std::int32_t>(30, 3), "full"});
+        const std::int64_t slots = cache.total_slots();
+        const DType dtype = type == SlotType::f32 ? DType::F32 : type == SlotType::bf16 ? DType::BF16
+                            : type == SlotType::q8 ? DType::I8 : DType::U8;
+        CHECK(frame.at("kv.0.k").dtype() == dtype);
+        CHECK(frame.at("kv.0.k").shape() == Shape{35, type == SlotType::q4 ? 2 : 4});
+        CHECK((frame.find("kv.0.k_scale") != nullptr) == slot_type_scaled(type));
+        // The data is what the kept slots need (slot_bytes: rows, scales, positions), the counts and scores.
+        const std::int64_t counts = 2 * 2 * 4, scores = slots * 4;
+        CHECK(frame_data_bytes(frame) == slots * slot_bytes(type, 4) + counts + scores);
+        const KvFrameContents back = kv_from_frame(frame, "frame");
+        CHECK(back.cache.slot_type() == type);
+        for (std::int64_t l = 0; l < 2; ++l)
+            for (std::int64_t g = 0; g < 2; ++g) {
+                const KvHead &a = cache.head(l, g), &b = back.cache.head(l, g);
+                REQUIRE(a.slots == b.slots);
+                CHECK(std::memcmp(a.k.data(), b.k.data(), std::size_t(a.slots * cache.row_bytes())) == 0);
+                CHECK(std::memcmp(a.v.data(), b.v.data(), std::size_t(a.slots * cache.row_bytes())) == 0);
+                if (slot_type_scaled(type)) {
+                    CHECK(std::equal(a.k_scale.data(), a.k_scale.data() + a.slots, b.k_scale.data()));
+                    CHECK(std::equal(a.v_scale.data(), a.v_scale.data() + a.slots, b.v_scale.data()));
+                }
+            }
+        if (slot_type_scaled(type)) {
+            Frame bad;
+            bad.metadata = frame.metadata;
+            for (const auto& [name, tensor] : frame)
+                if (name != "kv.0.k_scale") bad.add(name, tensor);
+            Tensor scale = Tensor::zeros(DType::F32, {frame.at("kv.0.k_scale").dim(0)});
+            scale.mutable_data<float>()[0] = -1.0f;
+            bad.add("kv.0.k_scale", std::move(scale));
+            CHECK_THROWS_WITH_AS(kv_from_frame(bad, "bad"), doctest::Contains("kv.0.k_scale holds a negative"), Error);
+        }
+    }
+}
+
+TEST_CASE("quantized policies: +TYPE after any policy, the eviction acting first, then every slot stored in TYPE") {
+    const Rope rope = test_rope();
+    CHECK(make_kv_policy("full+q8")->name() == "full+q8");
+    CHECK(make_kv_policy("window:4:28+q4")->name() == "window:4:28+q4");
+    CHECK(make_kv_policy("razor:budget=30%:by=x+bf16", column(1, 1))->name() ==
+          "razor:budget=30%:sink=4:recent=8:protect=15%:by=x+bf16");
+    CHECK(eviction_policy("razor:budget=30%:by=x+q8") == "razor:budget=30%:by=x");
+    CHECK(kv_policy_table("razor:budget=30%:by=x:scores=a+b.tsv+q8").file == "a+b.tsv");
+    CHECK(make_kv_policy("full+q8")->reads_whole_prompt());
+    CHECK_THROWS_WITH_AS(make_kv_policy("full+f32"), doctest::Contains("without a suffix"), Error);
+    CHECK_THROWS_WITH_AS(make_kv_policy("full+q3"), doctest::Contains("unknown KV cache policy 'full+q3'"), Error);
+    CHECK_THROWS_WITH_AS(make_kv_policy("+q8"), doctest::Contains("follows a policy"), Error);
+    // razor+q8 keeps the slots razor keeps, quantized.
+    KvCache plain = random_cache(1, 2, 30), quantized = random_cache(1, 2, 30);
+    const KvHeadScores scores{{1.0, 0.0}};
+    make_kv_policy("razor:budget=16:sink=2:recent=3:by=x:protect=50%", scores)->apply(plain, {30, 0, &rope});
+    const auto policy = make_kv_policy("razor:budget=16:sink=2:recent=3:by=x:protect=50%+q8", scores);
+    policy->apply(quantized, {30, 0, &rope});
+    CHECK(quantized.slot_type() == SlotType::q8);
+    CHECK(positions(quantized, 0, 1) == positions(plain, 0, 1));
+    CHECK(quantized.slot_data_bytes() == plain.total_slots() * slot_bytes(SlotType::q8, 4));
+    // A new sequence starts in f32 again.
+    policy->start(quantized);
+    CHECK(quantized.slot_type() == SlotType::f32);
+}
+
+TEST_CASE("quantized policies: compress-kv's frame is within 2% of what its kept slots need, and the policy goes on from it") {
+    const Rope rope = test_rope();
+    KvCache cache = random_cache(2, 2, 200);
+    cache.track_received(false);  // no scores: these policies do not rank
+    const Frame in = kv_to_frame(cache, {"m", std::vector<std::int32_t>(200, 7), "full"});
+    for (const char* spec : {"full+q8", "window:budget=30%+q4", "razor:budget=10%:by=x+q8", "window:4:28+bf16"}) {
+        CAPTURE(spec);
+        const auto policy = make_kv_policy(spec, column(2, 2));
+        const KvCompression done = compress_kv_frame(in, kv_from_frame(in, "in"), *policy, rope);
+        CHECK(done.frame.meta(keys::policy) == policy->name());
+        const KvFrameContents back = kv_from_frame(done.frame, "out");
+        const std::int64_t need = back.cache.slot_data_bytes();
+        CHECK(double(frame_data_bytes(done.frame)) <= 1.02 * double(need));
+        std::int64_t after = 0;
+        for (const auto& layer : done.layers) after += layer.bytes_after;
+        CHECK(after == frame_data_bytes(done.frame));
+        // Going on from the frame: the same type for the slots to come, the same budgets.
+        const auto again = make_kv_policy(back.info.policy);
+        KvFrameContents resumed = kv_from_frame(done.frame, "out");
+        again->adopt(resumed.cache, back);
+        resumed.cache.truncate(199);
+        again->apply(resumed.cache, {199, 0, &rope});
+        CHECK(resumed.cache.slot_type() == back.cache.slot_type());
+        CHECK(resumed.cache.total_slots() == back.cache.total_slots() - 4);
     }
 }

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     cli::add_model_option(app, model_dir);
     cli::add_output_option(app, output);
     app.add_option("--policy", policy_name, "full, window, h2o, snapkv, pyramid, adakv, headkv, razor, duo "
-                                            "(or a whole spec NAME:KEY=VALUE...)")
+                                            "(or a whole spec NAME:KEY=VALUE...), +bf16, +q8 or +q4 to quantize the slots")
         ->required();
     app.add_option("--budget", budget, "slots per KV head: a share of the cache (30%) or a count (64)");
     app.add_option("--sink", sink, "first positions every head keeps (default 4)");
@@ -38,7 +38,9 @@ int main(int argc, char** argv) {
 
     return cli::run(app, argc, argv, [&] {
         // The flags are spec keys: one spelling of a policy, as heads.policy and decode --kv-policy have it.
-        std::string spec = policy_name;
+        // A slot type (razor+q8) stays last.
+        std::string spec(eviction_policy(policy_name));
+        const std::string slot_type = policy_name.substr(spec.size());
         const auto key = [&](const char* name, const std::string& value) {
             if (!value.empty()) spec += fmt::format(":{}={}", name, value);
         };
@@ -48,6 +50,7 @@ int main(int argc, char** argv) {
         key("protect", protect);
         key("by", by);
         key("scores", scores);
+        spec += slot_type;
 
         Context context(1);
         const auto model = Model::load(context, cli::find_model(model_dir), {});
