@@ -3,12 +3,16 @@
 #include <sentencepiece_processor.h>
 
 #include "tensor/error.hpp"
+#include "tokenizer/model_spec.hpp"
 #include "tokenizer/stream_decoder.hpp"
 
 namespace heads {
 namespace {
 
 constexpr std::string_view kSpaceSymbol = "\xe2\x96\x81";  // U+2581, sentencepiece's space
+// Parts small enough for sentencepiece's working memory (about 90 bytes a
+// byte) to stay small, large enough for a cut to be rare.
+constexpr std::size_t kPartBytes = std::size_t(64) << 10;
 
 std::string replace_space_symbols(std::string_view piece) {
     std::string out;
@@ -24,10 +28,8 @@ std::string replace_space_symbols(std::string_view piece) {
     return out;
 }
 
-}  // namespace
-
-Tokenizer::Tokenizer(const std::filesystem::path& path)
-    : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+// The processor of a model file, loaded.
+std::unique_ptr<sentencepiece::SentencePieceProcessor> load(const std::filesystem::path& path) {
     std::filesystem::path file = path;
     if (std::filesystem::is_directory(path)) {
         file = path / "tokenizer.model";
@@ -35,9 +37,16 @@ Tokenizer::Tokenizer(const std::filesystem::path& path)
     } else if (!std::filesystem::exists(path)) {
         throw Error("{}: no such model or tokenizer", path.string());
     }
-    const auto status = processor_->Load(file.string());
+    auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = processor->Load(file.string());
     if (!status.ok()) throw Error("{}: not a sentencepiece model ({})", file.string(), status.message());
+    return processor;
+}
 
+}  // namespace
+
+Tokenizer::Tokenizer(const std::filesystem::path& path)
+    : processor_(load(path)), cuts_(parse_model_spec(processor_->serialized_model_proto())) {
     const int size = processor_->GetPieceSize();
     pieces_.resize(std::size_t(size));
     raw_pieces_.resize(std::size_t(size));
@@ -106,9 +115,33 @@ void Tokenizer::encode_batch(std::span<const std::string_view> lines, std::vecto
     if (!failure.empty()) throw Error("cannot tokenize: {}", failure);
 }
 
+void Tokenizer::encode_long(std::string_view text, std::vector<int>& ids, int threads) const {
+    const auto parts = cuts_.parts(text, kPartBytes);
+    if (parts.size() == 1) return encode(text, ids);
+    std::vector<std::vector<int>> part_ids;
+    encode_batch(parts, part_ids, threads);
+    std::size_t count = 0;
+    for (const auto& some : part_ids) count += some.size();
+    ids.clear();
+    ids.reserve(count);
+    for (auto& some : part_ids) {
+        ids.insert(ids.end(), some.begin(), some.end());
+        std::vector<int>().swap(some);
+    }
+}
+
 void Tokenizer::encode_pieces(std::string_view text, std::vector<std::string>& pieces) const {
     const auto status = processor_->Encode(text, &pieces);
     if (!status.ok()) throw Error("cannot tokenize: {}", status.message());
+}
+
+void Tokenizer::encode_long_pieces(std::string_view text, std::vector<std::string>& pieces) const {
+    pieces.clear();
+    std::vector<std::string> part_pieces;
+    for (const auto part : cuts_.parts(text, kPartBytes)) {
+        encode_pieces(part, part_pieces);
+        for (auto& piece : part_pieces) pieces.push_back(std::move(piece));
+    }
 }
 
 std::string Tokenizer::decode(std::span<const int> ids) const {

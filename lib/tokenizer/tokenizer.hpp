@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/text_cuts.hpp"
+
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
@@ -33,8 +35,15 @@ public:
     // Every line's ids (ids[i] for lines[i], overwritten) on `threads`
     // threads: the processor is read-only while it encodes.
     void encode_batch(std::span<const std::string_view> lines, std::vector<std::vector<int>>& ids, int threads) const;
+    // The ids of a text of any length (a book, newlines kept), the same as
+    // encode()'s, in parts cut where the ids cannot change (text_cuts.hpp)
+    // so that memory stays a small multiple of the text; parts are encoded
+    // on `threads` threads.
+    void encode_long(std::string_view text, std::vector<int>& ids, int threads) const;
     // The pieces of `text`, as spm_encode --output_format=piece.
     void encode_pieces(std::string_view text, std::vector<std::string>& pieces) const;
+    // The pieces of a text of any length, as encode_long() cuts it.
+    void encode_long_pieces(std::string_view text, std::vector<std::string>& pieces) const;
     // A whole sequence as text, exactly as spm_decode (through StreamDecoder).
     // Throws heads::Error for an id outside the vocabulary.
     std::string decode(std::span<const int> ids) const;
@@ -60,6 +69,7 @@ public:
 
 private:
     std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+    TextCuts cuts_;
     std::vector<PieceInfo> pieces_;
     std::vector<std::string> raw_pieces_;
     int bos_id_ = -1;

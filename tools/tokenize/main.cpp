@@ -98,11 +98,11 @@ void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std
     std::string text;
     if (options.pieces) {
         std::vector<std::string> pieces;
-        tokenizer.encode_pieces(all, pieces);
+        tokenizer.encode_long_pieces(all, pieces);
         append_pieces(text, tokenizer, options, pieces);
     } else {
         std::vector<int> ids;
-        tokenizer.encode(all, ids);
+        tokenizer.encode_long(all, ids, heads::cli::thread_count(options.threads));
         append_sequence(text, tokenizer, options, ids);
     }
     heads::write_all(out, text);
