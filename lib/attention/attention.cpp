@@ -105,7 +105,7 @@ void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeS
 }
 
 void attend_row(const AttentionArgs& a, const Groups& groups, const ProbeSink* sink, bool write_output, std::int64_t g,
-                      std::int64_t i, float* scores, float* acc) {
+                std::int64_t i, float* scores, float* acc) {
     switch (a.kv[std::size_t(g)].type) {
         case SlotType::f32: return attend_row_typed<SlotType::f32>(a, groups, sink, write_output, g, i, scores, acc);
         case SlotType::bf16: return attend_row_typed<SlotType::bf16>(a, groups, sink, write_output, g, i, scores, acc);
