@@ -1,8 +1,10 @@
 // The fast attention. Many queries: for each (KV head, block of queries),
 // the query heads sharing that KV head are stacked into one block of rows and
 // run against blocks of keys with oneDNN matmuls (S = Q·Kᵀ, then O += P·V)
-// and an online softmax, so memory is linear in the sequence length. A few
-// queries (decoding): one row of scores per query. Probes are fed by a
+// and an online softmax, so memory is linear in the sequence length. Slots
+// stored in a smaller type (bf16, q8, q4) are widened one block of keys at a
+// time into the thread's scratch for those matmuls. A few queries (decoding):
+// one row of scores per query, reading slots as stored. Probes are fed by a
 // separate row pass, so asking for them never changes the output.
 #include <omp.h>
 
@@ -157,6 +159,8 @@ struct BlockTask {
         float* o = s + kBlockQueries * groups.largest() * kBlockKeys;  // [rows, head_dim]
         float* m = o + kBlockQueries * groups.largest() * head_dim;   // [rows]
         float* l = m + kBlockQueries * groups.largest();        // [rows]
+        float* wide_k = l + kBlockQueries * groups.largest();   // [kBlockKeys, head_dim] when slots are not f32
+        float* wide_v = wide_k + kBlockKeys * head_dim;         // [kBlockKeys, head_dim]
         const float scale = scale_of(a);
         for (std::int64_t hi = 0; hi < n_group; ++hi)
             for (std::int64_t i = 0; i < nq; ++i) {
@@ -171,9 +175,16 @@ struct BlockTask {
         const std::int64_t key_end = a.mask ? kv.slots : base + i0 + nq;
         for (std::int64_t k0 = 0; k0 < key_end; k0 += kBlockKeys) {
             const std::int64_t kn = std::min(kBlockKeys, key_end - k0);
+            const float* keys = kv.k_f32() + k0 * head_dim;
+            const float* values = kv.v_f32() + k0 * head_dim;
+            if (kv.type != SlotType::f32) {
+                widen(kv, k0, kn, wide_k, wide_v);
+                keys = wide_k;
+                values = wide_v;
+            }
             // scores = q · kᵀ for this block of keys
             gemm(qk, engine, stream,
-                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = head_dim, .b = kv.k_f32() + k0 * head_dim, .ldb = head_dim,
+                 {.c = s, .ldc = kBlockKeys, .a = q, .lda = head_dim, .b = keys, .ldb = head_dim,
                   .m = rows, .n = kn, .k = head_dim, .b_transposed = true, .accumulate = false});
             // Causal without a mask is a limit per row; anything else is checked slot by slot.
             bool simple = !a.mask && a.sliding_window == 0;
@@ -209,7 +220,7 @@ struct BlockTask {
             }
             // out += probabilities · v for this block of keys
             gemm(pv, engine, stream,
-                 {.c = o, .ldc = head_dim, .a = s, .lda = kBlockKeys, .b = kv.v_f32() + k0 * head_dim, .ldb = head_dim,
+                 {.c = o, .ldc = head_dim, .a = s, .lda = kBlockKeys, .b = values, .ldb = head_dim,
                   .m = rows, .n = head_dim, .k = kn, .b_transposed = false, .accumulate = true});
         }
         for (std::int64_t hi = 0; hi < n_group; ++hi)
@@ -220,13 +231,22 @@ struct BlockTask {
                 for (std::int64_t d = 0; d < head_dim; ++d) out[d] = o[r * head_dim + d] * inverse;
             }
     }
+
+    // Slots k0..k0+kn of a head stored in a smaller type, as f32 rows for the matmuls.
+    void widen(const KvHeadView& kv, std::int64_t k0, std::int64_t kn, float* keys, float* values) const {
+        for (std::int64_t c = 0; c < kn; ++c) {
+            dequantize_row(kv.type, kv.k_row(k0 + c, a.head_dim), kv.k_scale_of(k0 + c), a.head_dim, keys + c * a.head_dim);
+            dequantize_row(kv.type, kv.v_row(k0 + c, a.head_dim), kv.v_scale_of(k0 + c), a.head_dim,
+                           values + c * a.head_dim);
+        }
+    }
 };
 
 void attend_blocks(Context& ctx, const AttentionArgs& a, const Groups& groups, AttentionWorkspace& ws) {
     const std::int64_t n_group = groups.largest(), head_dim = a.head_dim;
     const std::int64_t rows = kBlockQueries * n_group;
     const int threads = omp_get_max_threads();
-    const Scratch scratch = reserve(ws, rows * (2 * head_dim + kBlockKeys + 2), threads);
+    const Scratch scratch = reserve(ws, rows * (2 * head_dim + kBlockKeys + 2) + 2 * kBlockKeys * head_dim, threads);
     const BlockTask task{a, groups, ctx.gemm_primitive(true, false), ctx.gemm_primitive(false, true), ctx.engine(),
                          ctx.stream()};
     const std::int64_t blocks = (a.n_new + kBlockQueries - 1) / kBlockQueries;
@@ -263,9 +283,7 @@ void attention(Context& ctx, AttentionWorkspace& ws, const AttentionArgs& a) {
     check(a);
     Groups& groups = ws.groups;
     groups.build(a);
-    // The blocked matmuls read f32 slots; other types are read row by row as they are stored.
-    const bool all_f32 = std::all_of(a.kv.begin(), a.kv.end(), [](const KvHeadView& kv) { return kv.type == SlotType::f32; });
-    if (a.n_new >= kBlockThreshold && all_f32)
+    if (a.n_new >= kBlockThreshold)
         attend_blocks(ctx, a, groups, ws);
     else
         attend_rows(ctx.pool(), a, groups, ws, nullptr, true);
