@@ -56,12 +56,13 @@ std::size_t matrix_bytes(const Model& model) {
 
 int main(int argc, char** argv) {
     CLI::App app{"Time the engine: load, prefill, decode", "engine_bench"};
-    std::string model_dir, precision = "auto";
+    std::string model_dir, precision = "auto", kv_type = "auto";
     int threads = 0, reps = 5;
     std::int64_t prefill = 512, decode = 64;
     cli::add_model_option(app, model_dir);
     cli::add_threads_option(app, threads);
     cli::add_precision_option(app, precision);
+    cli::add_kv_type_option(app, kv_type);
     app.add_option("--prefill", prefill, "prompt tokens");
     app.add_option("--decode", decode, "generated tokens, one per step");
     app.add_option("--reps", reps, "repetitions (the median is reported)");
@@ -76,7 +77,7 @@ int main(int argc, char** argv) {
         std::mt19937 rng(1);
         std::vector<std::int32_t> prompt(static_cast<std::size_t>(prefill));
         for (auto& id : prompt) id = std::int32_t(3 + rng() % std::uint32_t(model->vocab_size() - 3));
-        Session session(model, ctx, {prefill + decode});
+        Session session(model, ctx, {.capacity = prefill + decode, .kv_type = slot_type_from_name(kv_type)});
         std::vector<double> prefill_rates, decode_rates;
         for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up (primitives, pages)
             session.reset();

@@ -31,6 +31,10 @@ CLI::Option* add_output_option(CLI::App& app, std::string& output);
 // --precision auto|f32|bf16, the weights' arithmetic (precision_named in
 // model/model.hpp turns the name into a Precision).
 CLI::Option* add_precision_option(CLI::App& app, std::string& precision);
+// --kv-type auto|f32|bf16|q8|q4, how the KV cache stores keys and values
+// (slot_type_from_name in attention/slot_type.hpp turns a type's name into a
+// SlotType; auto is none, the model's default_kv_type).
+CLI::Option* add_kv_type_option(CLI::App& app, std::string& kv_type);
 
 // The checks a number given as an option needs, whatever it means: a
 // floating-point value must be finite (nan and inf are bad usage, not a

@@ -66,7 +66,7 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
 
     policy_ = make_kv_policy_for(*model_, options.kv_policy);
     guard_ = std::make_unique<ContextGuard>(*model_, policy_.get(), options.keep);
-    session_ = std::make_unique<Session>(model_, ctx);
+    session_ = std::make_unique<Session>(model_, ctx, SessionOptions{.kv_type = options.kv_type});
     if (!options.mask_heads.empty()) session_->set_head_mask(head_mask(config, parse_head_list(options.mask_heads)));
 
     const auto& s = options.sampling;
@@ -79,7 +79,7 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         check_same_tokenizer(*model_, *draft_model_);
         draft_policy_ = make_kv_policy_for(*draft_model_, options.kv_policy);
         draft_guard_ = std::make_unique<ContextGuard>(*draft_model_, draft_policy_.get(), options.keep);
-        draft_ = std::make_unique<Session>(draft_model_, ctx);
+        draft_ = std::make_unique<Session>(draft_model_, ctx, SessionOptions{.kv_type = options.kv_type});
         strategy_ =
             make_speculative(*session_, s, *guard_,
                              make_model_drafter(*draft_, s, *draft_guard_, options.draft_max, options.draft_p_min));
@@ -98,7 +98,7 @@ Decoder::Decoder(Context& ctx, const std::filesystem::path& model_dir, const Dec
         // The contrast model: the user's mask and the table's top heads.
         HeadMask mask = session_->head_mask();
         merge_head_masks(mask, top_heads_mask(config, table, options.contrast_by, options.contrast_top));
-        masked_ = std::make_unique<Session>(model_, ctx);
+        masked_ = std::make_unique<Session>(model_, ctx, SessionOptions{.kv_type = options.kv_type});
         masked_->set_head_mask(std::move(mask));
         masked_policy_ = make_kv_policy_for(*model_, options.kv_policy);
         masked_guard_ = std::make_unique<ContextGuard>(*model_, masked_policy_.get(), options.keep);

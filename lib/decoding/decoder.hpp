@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct DecodeOptions {
     sampling::SamplingParams sampling;
     std::uint64_t seed = 0;
     Precision precision = Precision::automatic;
+    std::optional<SlotType> kv_type;  // how every session's KV cache stores keys and values (unset: the model's default)
     // Strategy: the first that is set (setting two is a usage error).
     BeamOptions beam;             // beams > 1
     float penalty_alpha = -1;     // >= 0: contrastive search (with sampling.top_k candidates)

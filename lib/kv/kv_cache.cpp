@@ -8,8 +8,8 @@
 
 namespace heads {
 
-KvCache::KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity)
-    : kv_head_counts_(std::move(kv_head_counts)), head_dim_(head_dim) {
+KvCache::KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity, SlotType type)
+    : kv_head_counts_(std::move(kv_head_counts)), head_dim_(head_dim), slot_type_(type), start_type_(type) {
     std::int64_t total = 0;
     for (auto n : kv_head_counts_) {
         offsets_.push_back(total);
@@ -179,8 +179,8 @@ void KvCache::write_value(std::int64_t layer, std::int64_t g, std::int64_t s, co
 void KvCache::set_slot_type(SlotType type) {
     if (type == slot_type_) return;
     // Through f32, head by head: the new rows are written over a fresh store.
-    KvCache converted(kv_head_counts_, head_dim_);
-    converted.slot_type_ = type;
+    KvCache converted(kv_head_counts_, head_dim_, 0, type);
+    converted.start_type_ = start_type_;
     converted.track_received(track_received_, received_window_);
     std::vector<float> k(static_cast<std::size_t>(head_dim_)), v(static_cast<std::size_t>(head_dim_));
     for (std::int64_t l = 0; l < n_layers(); ++l)
@@ -227,9 +227,11 @@ void KvCache::copy_from(const KvCache& other) {
     if (other.kv_head_counts_ != kv_head_counts_ || other.head_dim_ != head_dim_)
         throw std::invalid_argument("KvCache::copy_from: caches of different layouts");
     if (other.slot_type_ != slot_type_) {
-        // Storage is laid out for one slot type: start over in the other's.
-        *this = KvCache(kv_head_counts_, head_dim_);
-        slot_type_ = other.slot_type_;
+        // Storage is laid out for one slot type: start over in the other's
+        // (the type a new sequence starts in stays this cache's).
+        const SlotType start = start_type_;
+        *this = KvCache(kv_head_counts_, head_dim_, 0, other.slot_type_);
+        start_type_ = start;
     }
     if (other.track_received_ != track_received_ || other.received_window_ != received_window_)
         track_received(other.track_received_, other.received_window_);

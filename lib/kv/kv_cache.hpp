@@ -39,8 +39,10 @@ struct KvHead {
 class KvCache {
 public:
     KvCache() = default;
-    // kv_head_counts[l]: how many KV heads layer l has (0 for a layer without attention).
-    KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity = 0);
+    // kv_head_counts[l]: how many KV heads layer l has (0 for a layer without attention);
+    // slots are stored in `type` until set_slot_type says otherwise.
+    KvCache(std::vector<std::int64_t> kv_head_counts, std::int64_t head_dim, std::int64_t capacity = 0,
+            SlotType type = SlotType::f32);
     KvCache(KvCache&&) = default;
     KvCache& operator=(KvCache&&) = default;
 
@@ -49,6 +51,9 @@ public:
     const std::vector<std::int64_t>& kv_head_counts() const { return kv_head_counts_; }
     std::int64_t head_dim() const { return head_dim_; }
     SlotType slot_type() const { return slot_type_; }
+    // The type the cache was made with (the session's KV type): a new
+    // sequence's prompt is stored in it, whatever a policy quantizes to later.
+    SlotType start_type() const { return start_type_; }
     // Bytes of one key (or value) row in the slot type.
     std::int64_t row_bytes() const { return slot_row_bytes(slot_type_, head_dim_); }
     // Stores every slot, and every slot to come, in `type` (quantizing what
@@ -102,7 +107,8 @@ public:
     void keep(std::int64_t layer, std::int64_t g, std::span<const std::int64_t> slots);
     // Drops everything.
     void clear();
-    // Becomes a copy of `other` (same layout, its slot type too); allocates only to grow.
+    // Becomes a copy of `other` (same layout, its slot type too; the start
+    // type stays this cache's); allocates only to grow.
     void copy_from(const KvCache& other);
 
 private:
@@ -119,6 +125,7 @@ private:
     std::vector<std::int64_t> offsets_;
     std::int64_t head_dim_ = 0;
     SlotType slot_type_ = SlotType::f32;
+    SlotType start_type_ = SlotType::f32;
     bool track_received_ = false;
     std::int64_t received_window_ = 0;
     std::vector<KvHead> heads_;

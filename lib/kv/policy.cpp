@@ -95,8 +95,9 @@ private:
 // An eviction policy whose cache stores its slots in a smaller type: the
 // inner policy acts, then every slot (those to come too) is quantized. The
 // first step's slots are quantized once it has run, and the prompt runs whole
-// first (reads_whole_prompt), so that decode from ids quantizes the same
-// f32 cache that infer --kv's frame through compress-kv does.
+// first (reads_whole_prompt) in the session's KV type, so that decode from
+// ids quantizes the same cache that infer --kv's frame (made with the same
+// --kv-type) through compress-kv does.
 class QuantizedPolicy final : public KvPolicy {
 public:
     QuantizedPolicy(std::unique_ptr<KvPolicy> inner, SlotType type) : inner_(std::move(inner)), type_(type) {}
@@ -108,7 +109,7 @@ public:
     bool slides() const override { return inner_->slides(); }
     std::int64_t span() const override { return inner_->span(); }
     void start(KvCache& cache) override {
-        cache.set_slot_type(SlotType::f32);  // a new sequence's prompt runs in f32, as infer --kv's
+        cache.set_slot_type(cache.start_type());  // a new sequence's prompt runs as infer --kv's
         inner_->start(cache);
     }
     void adopt(KvCache& cache, const KvFrameContents& frame) override { inner_->adopt(cache, frame); }

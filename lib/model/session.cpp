@@ -55,7 +55,7 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
     : model_(std::move(model)), ctx_(ctx) {
     const LlamaConfig& c = model_->config();
     const std::int64_t capacity = options.capacity > 0 ? options.capacity : std::min<std::int64_t>(c.max_seq_len, 4096);
-    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity);
+    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity, options.kv_type.value_or(default_kv_type(*model_)));
     for (const auto& layer : c.layers) head_off_.emplace_back(std::size_t(layer.n_heads()), 0);
     inv_freq_.resize(std::size_t(c.head_dim / 2));
 }
@@ -275,6 +275,10 @@ void Session::add_received(std::int64_t l, const AttentionProbe& probe) {
     }
 }
 
+SlotType default_kv_type(const Model& model) {
+    return compute_of(model.weight_format()) == ComputeType::bf16 ? SlotType::bf16 : SlotType::f32;
+}
+
 void check_kv_frame(const Model& model, const KvFrameContents& frame, const std::string& where) {
     if (frame.info.model != model.fingerprint())
         throw Error("{}: the KV frame is from model {}, not from this model ({}, {})", where, frame.info.model,
@@ -337,7 +341,7 @@ void Session::set_head_mask(std::vector<std::vector<std::uint8_t>> off) {
 }
 
 std::unique_ptr<Session> Session::fork() const {
-    SessionOptions options;
+    SessionOptions options{.kv_type = cache_.start_type()};
     for (std::int64_t l = 0; l < cache_.n_layers(); ++l) options.capacity = std::max(options.capacity, cache_.max_slots(l));
     options.capacity = std::max<std::int64_t>(options.capacity, 1);
     auto copy = std::make_unique<Session>(model_, ctx_, options);

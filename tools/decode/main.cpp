@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Generate tokens: greedy, sampling, beam, contrastive, speculative, head-aware", "decode"};
     DecodeOptions o;
     auto& s = o.sampling;
-    std::string model_dir, output, kv, precision = "auto", draft, contrast_heads;
+    std::string model_dir, output, kv, precision = "auto", kv_type = "auto", draft, contrast_heads;
     std::vector<std::string> inputs, stops, biases, logprobs;
     int threads = 0;
     bool text = false, verbose = false;
@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
     option("--mask-heads", o.mask_heads, "HEADS", "generate with these heads ablated: L.H,... or @FILE");
     app.add_flag("-v,--verbose", verbose, "the strategy and its statistics on stderr");
     cli::add_precision_option(app, precision);
+    cli::add_kv_type_option(app, kv_type);
     option("files", inputs, "FILE", "id lines (default: stdin)");
 
     group = "Sampling (in this order)";
@@ -122,6 +123,7 @@ int main(int argc, char** argv) {
         if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
         for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
         o.precision = precision_named(precision);
+        o.kv_type = slot_type_from_name(kv_type);
         o.draft = draft;
         o.contrast_heads = contrast_heads;
         int logprobs_k = 0;

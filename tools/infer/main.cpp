@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Run a model over token id lines: logits, hidden states, attention, KV cache, head statistics, "
                  "perplexity",
                  "infer"};
-    std::string model_dir, output, logits = "last", hidden, attention, mask, precision = "auto";
+    std::string model_dir, output, logits = "last", hidden, attention, mask, precision = "auto", kv_type = "auto";
     std::string save_logits, kl_base;
     int threads = 0;
     std::vector<std::string> inputs;
@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
     app.add_option("--save-logits", save_logits, "--ppl: save the scored log-probabilities to FILE");
     app.add_option("--kl-base", kl_base, "--ppl: KL divergence against log-probabilities saved in FILE");
     cli::add_precision_option(app, precision);
+    cli::add_kv_type_option(app, kv_type);
     app.add_option("files", inputs, "id lines (default: stdin)");
 
     // How infer spells the library's parameters, for its messages (heads::Param).
@@ -68,7 +69,8 @@ int main(int argc, char** argv) {
         if (!attention.empty()) request.attention_layers = parse_layer_list(attention, config.n_layers, "--attention");
         request.kv = kv;
         const std::int64_t longest = ctx > 0 ? ctx : model->context_length();
-        Session session(model, context, {std::min<std::int64_t>(longest, 4096)});
+        Session session(model, context,
+                        {.capacity = std::min<std::int64_t>(longest, 4096), .kv_type = slot_type_from_name(kv_type)});
         if (!mask.empty()) session.set_head_mask(head_mask(config, parse_head_list(mask)));
 
         cli::Output out(output);
