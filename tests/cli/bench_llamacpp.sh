@@ -5,7 +5,8 @@
 # print) and a small random model (above the 32 MiB weight-cache threshold), writes the table with both engines' figures,
 # the ratios, the load, a weight cache used by heads when its weight format needs one, and decode's weight
 # stream (bytes per token of both engines, llama.cpp's read from a small GGUF's tensor table, against
-# bench/bandwidth's GB/s). No speed is checked: speed is not a test.
+# bench/bandwidth's GB/s), and with --depth a second table of decode after a long prompt beside
+# llama-batched-bench's. No speed is checked: speed is not a test.
 # usage: bench_llamacpp.sh BUILD_BIN_DIR SOURCE_DIR
 set -u
 bin=$1
@@ -87,6 +88,24 @@ if grep -q "^- tiny f32: heads load .*weights rows-" "$tmp/table"; then
 else
     check "repacked weights are cached" absent "tiny f32: heads uses these weights as the file holds them" "$tmp/table"
 fi
+
+# --depth: decode after a long prompt, beside llama-batched-bench's S_TG (one JSON line per test, as b4748 prints).
+cat > "$fake/llama-batched-bench" <<'EOF'
+#!/bin/bash
+echo "$@" >> "$(dirname "$0")/batched-calls"
+echo '{"n_kv_max": 96, "pp": 32, "tg": 64, "pl": 1, "speed_pp": 50.0, "speed_tg": 8.0}'
+EOF
+chmod +x "$fake/llama-batched-bench"
+LLAMA_CPP_BIN=$fake BENCH_MODELS=$models "$src/scripts/bench" llamacpp --reps 2 --dtype f32 --depth 32 \
+    --build "$bin/.." > "$tmp/deep" 2> "$tmp/err"
+status=$?
+[ $status -eq 0 ] || { echo "FAIL: bench llamacpp --depth exited $status:"; cat "$tmp/err"; exit 1; }
+expect "--depth: a second table" "^| model | dtype | decode at 32 heads | llama.cpp | ratio |" "$tmp/deep"
+expect "--depth: heads' decode beside S_TG" \
+    "^| tiny | f32 | \*\*[0-9.]*\*\* ([0-9.]*-[0-9.]*) | \*\*8.0\*\* (8.0-8.0) | [0-9.]*x | [0-9]* / [0-9]* |$" "$tmp/deep"
+expect "--depth: llama-batched-bench after 32 positions, 64 tokens, one sequence" \
+    "^-m $models/tiny/gguf/model-f32.gguf -t 1 -c 96 .*-npp 32 -ntg 64 -npl 1" "$fake/batched-calls"
+check "--depth: one llama-batched-bench run per round" [ "$(wc -l < "$fake/batched-calls")" -eq 2 ]
 
 echo "bench llamacpp: $passed passed, $failed failed"
 [ $failed -eq 0 ]
