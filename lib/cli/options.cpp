@@ -42,7 +42,7 @@ CLI::Option* add_precision_option(CLI::App& app, std::string& precision) {
 }
 
 CLI::Option* add_kv_type_option(CLI::App& app, std::string& kv_type) {
-    return app.add_option("--kv-type", kv_type, "how the KV cache stores keys and values: auto (bf16 with bf16 arithmetic, else f32), f32, bf16, q8, q4")
+    return app.add_option("--kv-type", kv_type, "how the KV cache stores keys and values: auto (bf16 where the CPU computes in bf16 for bf16 weights, else f32), f32, bf16, q8, q4")
         ->type_name("T")
         ->check(CLI::IsMember({"auto", "f32", "bf16", "q8", "q4"}));
 }

@@ -55,7 +55,7 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
     : model_(std::move(model)), ctx_(ctx) {
     const LlamaConfig& c = model_->config();
     const std::int64_t capacity = options.capacity > 0 ? options.capacity : std::min<std::int64_t>(c.max_seq_len, 4096);
-    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity, options.kv_type.value_or(default_kv_type(*model_)));
+    cache_ = KvCache(kv_head_counts(c), c.head_dim, capacity, options.kv_type.value_or(default_kv_type(*model_, ctx_)));
     for (const auto& layer : c.layers) head_off_.emplace_back(std::size_t(layer.n_heads()), 0);
     inv_freq_.resize(std::size_t(c.head_dim / 2));
 }
@@ -275,8 +275,9 @@ void Session::add_received(std::int64_t l, const AttentionProbe& probe) {
     }
 }
 
-SlotType default_kv_type(const Model& model) {
-    return compute_of(model.weight_format()) == ComputeType::bf16 ? SlotType::bf16 : SlotType::f32;
+SlotType default_kv_type(const Model& model, Context& ctx) {
+    const bool bf16 = compute_of(model.weight_format()) == ComputeType::bf16 && ctx.bf16_arithmetic();
+    return bf16 ? SlotType::bf16 : SlotType::f32;
 }
 
 void check_kv_frame(const Model& model, const KvFrameContents& frame, const std::string& where) {

@@ -73,10 +73,11 @@ struct SessionOptions {
 };
 
 // The KV cache's slot type unless asked otherwise: bf16 when the weights'
-// arithmetic is bf16 (keys and values then come out of bf16 matmuls, and
-// storing them in bf16 halves the cache at a KL of about 2e-5 on models/kjv's
-// held-out text), else f32, so that f32 runs keep the reference's numbers.
-SlotType default_kv_type(const Model& model);
+// arithmetic is bf16 and this CPU really computes in bf16 (keys and values
+// then come out of bf16 matmuls, and storing them in bf16 halves the cache at
+// a KL of about 2e-5 on models/kjv's held-out text), else f32, so that f32
+// arithmetic (bf16 weights widened on AVX2 included) keeps the reference's numbers.
+SlotType default_kv_type(const Model& model, Context& ctx);
 
 // Throws heads::Error "WHERE: ..." when a KV frame is from another model
 // (fingerprint) or its layout differs from the model's.
