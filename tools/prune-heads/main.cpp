@@ -41,7 +41,7 @@ void score(const Options& o) {
     while (reader.next(ids)) tokens.insert(tokens.end(), ids.begin(), ids.end());
     if (tokens.empty()) throw Error("no calibration tokens: the input is empty");
     const std::int64_t window = o.ctx > 0 ? o.ctx : model->context_length();
-    Session session(model, context, {std::min<std::int64_t>(window, 4096)});
+    Session session(model, context, {.capacity = std::min<std::int64_t>(window, 4096)});
     cli::Output out(o.output);
     cli::Progress progress("prune-heads");
     AblationOptions options{o.ctx, [&](std::int64_t done, std::int64_t total) {
