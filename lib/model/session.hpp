@@ -69,7 +69,7 @@ struct SessionOptions {
     std::int64_t capacity = 0;  // slots reserved per KV head up front; 0: min(context length, 4096)
     // How the cache stores keys and values (--kv-type); unset: the model's
     // default_kv_type.
-    std::optional<SlotType> kv_type;
+    std::optional<SlotType> kv_type{};
 };
 
 // The KV cache's slot type unless asked otherwise: bf16 when the weights'
