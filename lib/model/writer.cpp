@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <optional>
 
 #include <fmt/format.h>
@@ -34,7 +35,9 @@ struct LayerPlan {
     std::vector<std::int64_t> query;  // source index of each kept query head, in order
     std::vector<std::int64_t> kv;     // source index of each kept KV head, in order
     std::vector<bool> query_kept;     // [source n_heads_l]
-    std::int64_t pool = 1;            // source KV heads kv[g], kv[g] + 1, ... averaged into kept KV head g
+    // Pooling: [kept KV heads] the source KV heads averaged into each (kv[g] is
+    // pooled[g]'s first); empty: kept KV head g is source KV head kv[g].
+    std::vector<std::vector<std::int64_t>> pooled;
 };
 
 std::int64_t index_of(const std::vector<std::int32_t>& ids, std::int32_t id, const char* what, std::size_t layer) {
@@ -67,23 +70,71 @@ std::vector<LayerPlan> plan_edit(const LlamaConfig& source, const std::vector<La
     return plans;
 }
 
-// Every query head kept; each layer's KV heads pooled in contiguous groups into `kv_heads`.
-std::vector<LayerPlan> plan_pooling(const LlamaConfig& source, std::int64_t kv_heads) {
-    if (source.pruned)
-        throw Error("--to-gqa {}: the model has a head_layout (it was pruned); pooling needs a stock layout", kv_heads);
-    if (kv_heads < 1 || source.n_kv_heads_unpruned % kv_heads != 0)
-        throw Error("--to-gqa {}: the model's {} KV heads per layer do not split into {} equal groups", kv_heads,
-                    source.n_kv_heads_unpruned, kv_heads);
+// Whether groups[g] is g·m, ..., g·m + m − 1 for every g (m the group size).
+bool contiguous(const std::vector<std::vector<std::int64_t>>& groups) {
+    std::int64_t next = 0;
+    for (const auto& group : groups)
+        for (const std::int64_t member : group)
+            if (member != next++) return false;
+    return true;
+}
+
+// Every query head kept; each layer's KV heads pooled in the edit's groups (or contiguous ones) into `kv_heads`.
+std::vector<LayerPlan> plan_pooling(const LlamaConfig& source, const HeadEdit& edit) {
+    const std::int64_t kv_heads = edit.kv_heads;
+    check_pooling(source, kv_heads);
+    if (!edit.kv_groups.empty() && edit.kv_groups.size() != source.layers.size())
+        throw Error("KV head groups for {} layers, the model has {}", edit.kv_groups.size(), source.layers.size());
     std::vector<LayerPlan> plans;
-    for (const LayerHeads& from : source.layers) {
+    for (std::size_t l = 0; l < source.layers.size(); ++l) {
+        const LayerHeads& from = source.layers[l];
+        const std::int64_t size = from.n_kv_heads() / kv_heads;
         LayerPlan plan;
-        plan.pool = from.n_kv_heads() / kv_heads;
         for (std::int64_t i = 0; i < from.n_heads(); ++i) plan.query.push_back(i);
-        for (std::int64_t g = 0; g < kv_heads; ++g) plan.kv.push_back(g * plan.pool);
         plan.query_kept.assign(std::size_t(from.n_heads()), true);
+        if (edit.kv_groups.empty()) {
+            for (std::int64_t g = 0; g < kv_heads; ++g) {
+                plan.pooled.emplace_back(std::size_t(size));
+                std::iota(plan.pooled.back().begin(), plan.pooled.back().end(), g * size);
+            }
+        } else {
+            plan.pooled = edit.kv_groups[l];
+        }
+        // The bytes are sliced by these indices: check that they are a partition into equal groups.
+        std::vector<bool> seen(std::size_t(from.n_kv_heads()), false);
+        if (std::int64_t(plan.pooled.size()) != kv_heads)
+            throw Error("layer {}: {} KV head groups, not {}", l, plan.pooled.size(), kv_heads);
+        for (const auto& group : plan.pooled) {
+            if (std::int64_t(group.size()) != size)
+                throw Error("layer {}: a KV head group of {}, not {}", l, group.size(), size);
+            for (const std::int64_t member : group) {
+                if (member < 0 || member >= from.n_kv_heads() || seen[std::size_t(member)])
+                    throw Error("layer {}: KV head {} is not in the model or in two groups", l, member);
+                seen[std::size_t(member)] = true;
+            }
+            plan.kv.push_back(group.front());
+        }
         plans.push_back(std::move(plan));
     }
     return plans;
+}
+
+// The layout of a pooled model whose groups are not all contiguous: every query head,
+// each served by the pooled KV head of the group its source KV head went into.
+std::vector<LayerHeads> pooled_layout(const LlamaConfig& source, const std::vector<LayerPlan>& plans) {
+    std::vector<LayerHeads> layers;
+    for (std::size_t l = 0; l < plans.size(); ++l) {
+        const LayerHeads& from = source.layers[l];
+        std::vector<std::int32_t> group_of(std::size_t(from.n_kv_heads()));
+        for (std::size_t g = 0; g < plans[l].pooled.size(); ++g)
+            for (const std::int64_t member : plans[l].pooled[g]) group_of[std::size_t(member)] = std::int32_t(g);
+        LayerHeads heads;
+        heads.query_head_ids = from.query_head_ids;
+        for (std::size_t g = 0; g < plans[l].pooled.size(); ++g) heads.kv_head_ids.push_back(std::int32_t(g));
+        for (const std::int32_t kv : from.kv_head_of) heads.kv_head_of.push_back(group_of[std::size_t(kv)]);
+        layers.push_back(std::move(heads));
+    }
+    return layers;
 }
 
 double load_element(const std::byte* at, DType dtype) {
@@ -107,16 +158,16 @@ void store_element(std::byte* at, DType dtype, double value) {
     std::memcpy(at, &half, 2);
 }
 
-// `out` = the mean of the `count` blocks of rows from `first` on, summed in double and rounded once.
-void mean_of_blocks(std::vector<std::byte>& out, std::span<const std::byte> bytes, std::int64_t first,
-                    std::int64_t count, std::size_t block, DType dtype) {
+// `out` = the mean of the blocks of rows `members`, summed in double and rounded once.
+void mean_of_blocks(std::vector<std::byte>& out, std::span<const std::byte> bytes,
+                    const std::vector<std::int64_t>& members, std::size_t block, DType dtype) {
     const std::size_t element = dtype_size(dtype), n = block / element;
     std::vector<double> sum(n, 0.0);
-    for (std::int64_t b = first; b < first + count; ++b)
+    for (const std::int64_t b : members)
         for (std::size_t i = 0; i < n; ++i)
             sum[i] += load_element(bytes.data() + std::size_t(b) * block + i * element, dtype);
     out.resize(block);
-    for (std::size_t i = 0; i < n; ++i) store_element(out.data() + i * element, dtype, sum[i] / double(count));
+    for (std::size_t i = 0; i < n; ++i) store_element(out.data() + i * element, dtype, sum[i] / double(members.size()));
 }
 
 // An attention projection of layer `layer`: 'q', 'k', 'v' or 'o'.
@@ -201,13 +252,14 @@ std::uint64_t write_weight_file(const fs::path& path, const Frame& source, const
         const std::size_t element = dtype_size(tensor->dtype());
         if (projection->which != 'o') {  // rows: head_dim of them per head
             const std::size_t block = std::size_t(head_dim * tensor->dim(1)) * element;
-            const bool pooling = projection->which != 'q' && plan.pool > 1;
-            for (const std::int64_t index : projection->which == 'q' ? plan.query : plan.kv) {
-                if (!pooling) {
-                    writer.write(bytes.subspan(std::size_t(index) * block, block));
+            const bool pooling = projection->which != 'q' && !plan.pooled.empty();
+            const auto& indices = projection->which == 'q' ? plan.query : plan.kv;
+            for (std::size_t i = 0; i < indices.size(); ++i) {
+                if (!pooling || plan.pooled[i].size() == 1) {  // one member: its bytes, exactly
+                    writer.write(bytes.subspan(std::size_t(indices[i]) * block, block));
                     continue;
                 }
-                mean_of_blocks(pooled, bytes, index, plan.pool, block, tensor->dtype());
+                mean_of_blocks(pooled, bytes, plan.pooled[i], block, tensor->dtype());
                 writer.write(pooled);
             }
             continue;
@@ -240,12 +292,15 @@ void write_text(const fs::path& path, const std::string& text) {
 
 Json edit_record(const LlamaConfig& source, const std::vector<LayerPlan>& plans, const std::string& fingerprint,
                  const HeadEdit& edit) {
-    if (edit.kv_heads > 0)
-        return {{"tool", "prune-heads"},
-                {"source", fingerprint},
-                {"method", "mean-pool"},
-                {"selection", edit.selection},
-                {"kv_heads", edit.kv_heads}};
+    if (edit.kv_heads > 0) {
+        Json record = {{"tool", "prune-heads"},       {"source", fingerprint},     {"method", "mean-pool"},
+                       {"selection", edit.selection}, {"kv_heads", edit.kv_heads}, {"group_by", edit.group_by}};
+        if (!edit.kv_groups.empty()) {  // [layer][group] the source's KV head ids pooled
+            record["kv_groups"] = Json::array();
+            for (const LayerPlan& plan : plans) record["kv_groups"].push_back(plan.pooled);
+        }
+        return record;
+    }
     Json removed = Json::array();
     for (std::size_t l = 0; l < plans.size(); ++l)
         for (std::size_t i = 0; i < plans[l].query_kept.size(); ++i)
@@ -313,13 +368,21 @@ void move_into_place(BuildDir& built, const fs::path& target, bool replace) {
 
 }  // namespace
 
+void check_pooling(const LlamaConfig& source, std::int64_t kv_heads) {
+    if (source.pruned)
+        throw Error("--to-gqa {}: the model has a head_layout (it was pruned); pooling needs a stock layout", kv_heads);
+    if (kv_heads < 1 || source.n_kv_heads_unpruned % kv_heads != 0)
+        throw Error("--to-gqa {}: the model's {} KV heads per layer do not split into {} equal groups", kv_heads,
+                    source.n_kv_heads_unpruned, kv_heads);
+}
+
 void write_edited_model(const fs::path& source, const fs::path& target_path, const HeadEdit& edit) {
     const fs::path target = target_path.has_filename() ? target_path : target_path.parent_path();
     const std::string source_config = read_file(source / "config.json", "the model's config.json");
     const LlamaConfig config = parse_config(source_config, (source / "config.json").string());
     const WeightFiles weights = WeightFiles::open(source);
     const std::vector<LayerPlan> plans =
-        edit.kv_heads > 0 ? plan_pooling(config, edit.kv_heads) : plan_edit(config, edit.keep);
+        edit.kv_heads > 0 ? plan_pooling(config, edit) : plan_edit(config, edit.keep);
     std::error_code error;
     if (fs::exists(target) && fs::equivalent(target, source, error))
         throw Error("{}: is the source model; write the new model elsewhere", target.string());
@@ -344,9 +407,11 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
     }
 
     Json json = Json::parse(source_config);
-    if (edit.kv_heads > 0)
+    if (edit.kv_heads > 0) {
         json["num_key_value_heads"] = edit.kv_heads;
-    else if (!edit.mask_only)
+        if (!std::all_of(plans.begin(), plans.end(), [](const LayerPlan& plan) { return contiguous(plan.pooled); }))
+            json["head_layout"] = Json::parse(head_layout_json(pooled_layout(config, plans)));
+    } else if (!edit.mask_only)
         json["head_layout"] = Json::parse(head_layout_json(edit.keep));
     json[kHeadEditsKey].push_back(edit_record(config, plans, model_fingerprint(source_config, weights), edit));
     write_text(built.path() / "config.json", config_text(json));

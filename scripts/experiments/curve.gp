@@ -3,7 +3,8 @@
 set terminal pngcairo size 1100,450 font ",10"
 set output out
 set datafile separator "\t"
-set multiplot layout 1,2 title "models/kjv: pruning heads, held-out text"
+if (!exists("name")) name = "models/kjv"
+set multiplot layout 1,2 title name.": pruning heads, held-out text"
 set xlabel "% of heads kept"
 set xrange [105:5]
 set key top left

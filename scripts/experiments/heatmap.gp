@@ -2,7 +2,8 @@
 # gnuplot -e "data='out/ablation.dat'; out='out/ablation.png'; what='ablation (nats)'" heatmap.gp
 set terminal pngcairo size 700,420 font ",10"
 set output out
-set title "models/kjv: ".what
+if (!exists("name")) name = "models/kjv"
+set title name.": ".what
 set xlabel "head (original id)"
 set ylabel "layer"
 set yrange [] reverse

@@ -29,6 +29,14 @@ gqa: --to-gqa G on random models (MHA, GQA; F32, BF16, F16, sharded): the
   recorded), infer's logits within 1e-4 of the logit scale of
   scripts/reference.py's on the new model, and G equal to the KV heads the
   source's logits bit for bit; G that does not divide, a pruned source.
+similarity: --to-gqa G --group-by similarity on random models: G equal to
+  the KV heads gives the source's logits bit for bit; the groups recorded in
+  config.json a partition of each layer's KV heads into groups of equal
+  size, its head_layout serving each query head by its group, k_proj and
+  v_proj the group means (numpy), infer's logits those of reference.py; on a
+  model whose KV heads are built identical in pairs (not contiguous ones),
+  the pairs grouped together and the source's logits kept, where contiguous
+  pooling changes them; bad calibration input and usage.
 errors: bad input, each with its one stderr line and exit status, and
   nothing left behind; a failed write (a file size limit) and SIGINT while
   writing leave nothing either.
@@ -442,8 +450,8 @@ def gqa_mode(tmp):
         (1, "4 KV heads per layer do not split into 3 equal groups", ["-m", source, "--to-gqa", "3"]),
         (1, "the model has a head_layout", ["-m", pruned, "--to-gqa", "1"]),
         (2, "--to-gqa: G must be at least 1, not 0", ["-m", source, "--to-gqa", "0"]),
-        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--heads", "0.1"]),
-        (2, "it goes with -m, -o and --force only", ["-m", source, "--to-gqa", "2", "--mask-only"]),
+        (2, "it goes with -m, -o, --force and --group-by only", ["-m", source, "--to-gqa", "2", "--heads", "0.1"]),
+        (2, "it goes with -m, -o, --force and --group-by only", ["-m", source, "--to-gqa", "2", "--mask-only"]),
         (2, "removes no heads", ["-m", source, "--to-gqa", "2", "--score"]),
     ]
     out = os.path.join(tmp, "out")
@@ -453,6 +461,123 @@ def gqa_mode(tmp):
         ok = done.returncode == status and lines and lines[0].startswith("prune-heads: ") and part in lines[0]
         report(ok and not os.path.exists(out),
                f"{' '.join(args[2:])} -> {done.returncode}, {lines[:2]} (wanted {status}, '{part}')")
+    left = [n for n in os.listdir(tmp) if ".tmp." in n]
+    report(not left, f"nothing left behind: {left}")
+
+
+def pool_rows(w, groups, hd):
+    """k_proj or v_proj [n_kv·hd, d] with each group's rows averaged, in group order (float64)."""
+    w = np.asarray(w, np.float64).reshape(-1, hd, w.shape[1])
+    return np.concatenate([w[list(g)].mean(axis=0) for g in groups]).reshape(len(groups) * hd, -1)
+
+
+def similarity_mode(tmp):
+    """--to-gqa G --group-by similarity: partitions, the layout, the weights, the logits, identical pairs grouped."""
+    rng = np.random.default_rng(11)
+    ids, calib = os.path.join(tmp, "ids"), os.path.join(tmp, "calib")
+    write_ids(ids, rng, [1, 9, 40])
+    write_ids(calib, rng, [64, 64, 30])
+    args = ["--d-model", "64", "--n-layers", "2", "--n-heads", "8"]
+    source = os.path.join(tmp, "src")
+    make_model(source, *args, "--seed", "5")
+    hd = reference.read_config(source).head_dim
+
+    def to_gqa(model, groups, out, *extra):
+        run([PRUNE, "-m", model, "--to-gqa", str(groups), "-o", out, "--force"] + list(extra))
+        return config(out)
+
+    # G equal to the KV heads: each head its own group, every weight copied, the logits bit for bit.
+    same = os.path.join(tmp, "same")
+    c = to_gqa(source, 8, same, "--group-by", "similarity", calib)
+    edit = c["heads_edits"][-1]
+    report("head_layout" not in c and edit.get("group_by") == "similarity" and
+           edit.get("kv_groups") == [[[h] for h in range(8)]] * 2, f"--to-gqa 8: each head alone, stock config: {edit}")
+    report(all(np.array_equal(a, b) for a, b in zip(logits(same, ids), logits(source, ids))),
+           "--to-gqa 8 --group-by similarity gives the source's logits bit for bit")
+
+    for groups in (4, 2):
+        out = os.path.join(tmp, f"sim{groups}")
+        c = to_gqa(source, groups, out, "--group-by", "similarity", "--ctx", "48", calib)
+        edit = c["heads_edits"][-1]
+        kv_groups = edit.get("kv_groups", [])
+        size = 8 // groups
+        partition = len(kv_groups) == 2 and all(
+            len(layer) == groups and all(len(g) == size for g in layer) and
+            sorted(h for g in layer for h in g) == list(range(8)) for layer in kv_groups)
+        report(partition and edit.get("method") == "mean-pool" and edit.get("kv_heads") == groups and
+               edit.get("selection") == f"--to-gqa {groups} --group-by similarity" and c["num_key_value_heads"] == groups,
+               f"--to-gqa {groups}: a partition into {groups} groups of {size} recorded: {kv_groups}")
+        want_layout = [(list(range(8)), list(range(groups)),
+                        [next(i for i, g in enumerate(layer) if h in g) for h in range(8)]) for layer in kv_groups]
+        contiguous = all(layer == [list(range(i * size, (i + 1) * size)) for i in range(groups)] for layer in kv_groups)
+        report(layout(out) == want_layout and (("head_layout" in c) != contiguous),
+               f"--to-gqa {groups}: each query head served by its group's KV head: {layout(out)}")
+        src_w, out_w = reference.read_weights(source), reference.read_weights(out)
+        for name, t in src_w.items():
+            got = np.asarray(out_w[name], np.float64)
+            if name.endswith(("k_proj.weight", "v_proj.weight")):
+                want = pool_rows(t, kv_groups[int(name.split(".")[2])], hd)
+                ok = got.shape == want.shape and bool(np.all(np.abs(got - want) <= 1.01 * 2.0 ** -24 * np.abs(want)))
+            else:
+                ok = np.array_equal(got, np.asarray(t, np.float64))
+            report(ok, f"--to-gqa {groups}: {name} is the {'group mean' if 'k_proj' in name or 'v_proj' in name else 'source'}'s")
+        ours = logits(out, ids)
+        model = reference.load_model(out)
+        with open(ids) as f:
+            want = [reference.forward(model, [int(x) for x in line.split()]).logits for line in f.read().splitlines()]
+        scale = max(float(np.abs(w).max()) for w in want)
+        error = max(float(np.abs(a - b).max()) for a, b in zip(ours, want))
+        report(error <= 1e-4 * scale, f"--to-gqa {groups}: infer against reference.py: {error:.3g} (scale {scale:.3g})")
+
+    # KV heads identical in pairs, not contiguous ones: the pairs are the groups, and pooling changes nothing.
+    pairs = [[[0, 5], [1, 3], [2, 7], [4, 6]], [[0, 6], [1, 2], [3, 4], [5, 7]]]
+    twins = os.path.join(tmp, "twins")
+    shutil.copytree(source, twins)
+    weights = {name: np.array(t) for name, t in reference.read_weights(source).items()}
+    for l, layer in enumerate(pairs):
+        for which in ("k", "v"):
+            w = weights[f"model.layers.{l}.self_attn.{which}_proj.weight"]
+            for a, b in layer:
+                w[b * hd:(b + 1) * hd] = w[a * hd:(a + 1) * hd]
+    reference.write_safetensors(os.path.join(twins, "model.safetensors"), weights)
+    paired, blocks = os.path.join(tmp, "paired"), os.path.join(tmp, "blocks")
+    c = to_gqa(twins, 4, paired, "--group-by", "similarity", calib)
+    report(c["heads_edits"][-1].get("kv_groups") == pairs,
+           f"identical pairs grouped together: {c['heads_edits'][-1].get('kv_groups')}")
+    same_logits("identical pairs pooled by similarity against the source", logits(paired, ids), logits(twins, ids))
+    to_gqa(twins, 4, blocks)
+    want, got = logits(twins, ids), logits(blocks, ids)
+    scale = max(float(np.abs(w).max()) for w in want)
+    error = max(float(np.abs(a - b).max()) for a, b in zip(got, want))
+    report(error > 1e-2 * scale, f"contiguous pooling of the same model changes its logits: {error:.3g} (scale {scale:.3g})")
+
+    # Bad input: one stderr line, the status, nothing written.
+    empty, one, far = (os.path.join(tmp, n) for n in ("empty", "one", "far"))
+    pruned = os.path.join(tmp, "pruned")
+    run([PRUNE, "-m", source, "--heads", "0.1", "-o", pruned])
+    for path, text in ((empty, ""), (one, "1\n"), (far, "1 5 900\n")):
+        with open(path, "w") as f:
+            f.write(text)
+    cases = [  # status, part of the message, arguments
+        (1, "no calibration tokens: the input is empty", ["--to-gqa", "4", "--group-by", "similarity", empty]),
+        (1, "grouping heads needs at least 2", ["--to-gqa", "4", "--group-by", "similarity", one]),
+        (1, "token id 900 is out of range", ["--to-gqa", "4", "--group-by", "similarity", far]),
+        (1, "8 KV heads per layer do not split into 3 equal groups", ["--to-gqa", "3", "--group-by", "similarity", calib]),
+        (1, "the model has a head_layout", ["-m", pruned, "--to-gqa", "2", "--group-by", "similarity", calib]),
+        (2, "--group-by", ["--to-gqa", "4", "--group-by", "closeness", calib]),
+        (2, "--group-by goes with --to-gqa", ["--heads", "0.1", "--group-by", "similarity"]),
+        (2, "input files and --ctx go with --group-by similarity", ["--to-gqa", "4", calib]),
+        (2, "input files and --ctx go with --group-by similarity", ["--to-gqa", "4", "--group-by", "contiguous",
+                                                                    "--ctx", "8"]),
+    ]
+    target = os.path.join(tmp, "bad")
+    for status, part, extra in cases:
+        cmd = [PRUNE] + ([] if "-m" in extra else ["-m", source]) + extra + ["-o", target]
+        done = subprocess.run(cmd, capture_output=True)
+        lines = done.stderr.decode(errors="replace").splitlines()
+        ok = (done.returncode == status and lines and lines[0].startswith("prune-heads: ") and part in lines[0] and
+              (status == 2 or len(lines) == 1))  # a usage error adds the usage line
+        report(ok and not os.path.exists(target), f"{' '.join(extra)} -> {done.returncode}, {lines[:2]} (wanted {status}, '{part}')")
     left = [n for n in os.listdir(tmp) if ".tmp." in n]
     report(not left, f"nothing left behind: {left}")
 
@@ -565,5 +690,5 @@ def errors_mode(tmp):
 
 with tempfile.TemporaryDirectory(prefix="heads-prune-test-") as tmp:
     {"random": random_mode, "errors": errors_mode, "embedded": embedded_mode, "score": score_mode,
-     "retrieval": retrieval_mode, "gqa": gqa_mode}[mode](tmp)
+     "retrieval": retrieval_mode, "gqa": gqa_mode, "similarity": similarity_mode}[mode](tmp)
 sys.exit(report.status())

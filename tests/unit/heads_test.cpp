@@ -1,5 +1,6 @@
-// lib/heads: lists of heads, head masks, head tables read back, checked and ranked, and the
-// heads a pruning removes with the layout they leave.
+// lib/heads: lists of heads, head masks, head tables read back, checked and ranked, the
+// heads a pruning removes with the layout they leave, and KV heads grouped by similarity.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -7,6 +8,7 @@
 
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
+#include "heads/kv_grouping.hpp"
 #include "heads/prune.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
@@ -199,4 +201,56 @@ TEST_CASE("prune: the lowest scores go first, by original id, within the per-lay
     extra.rows.push_back({1, 0, 0, {0.0}});
     CHECK(error_of([&] { heads_to_remove(config, extra, {"score", 1}); }) == "the head table's head 1.0 is not in the model");
     CHECK_THROWS_WITH_AS(heads_to_remove(config, table, {"ablation", 1}), doctest::Contains("it has score"), Error);
+}
+
+namespace {
+
+// Squared distances of points on a line: what kv_head_distances gives heads whose activations are those points.
+Distances on_a_line(const std::vector<double>& x) {
+    Distances d(x.size(), std::vector<double>(x.size()));
+    for (std::size_t a = 0; a < x.size(); ++a)
+        for (std::size_t b = 0; b < x.size(); ++b) d[a][b] = (x[a] - x[b]) * (x[a] - x[b]);
+    return d;
+}
+
+}  // namespace
+
+TEST_CASE("kv grouping: close heads share a group, whatever their indices") {
+    const Distances d = on_a_line({0, 10, 0.1, 20, 5, 10.1, 5.1, 20.1});
+    CHECK(balanced_groups(d, 2) == Groups{{0, 2}, {1, 5}, {3, 7}, {4, 6}});
+    CHECK(balanced_groups(d, 4) == Groups{{0, 2, 4, 6}, {1, 3, 5, 7}});
+    CHECK(balanced_groups(d, 1) == Groups{{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}});
+    CHECK(balanced_groups(d, 8) == Groups{{0, 1, 2, 3, 4, 5, 6, 7}});
+    CHECK_THROWS_WITH_AS(balanced_groups(d, 3), "8 heads do not split into groups of 3", Error);
+    CHECK_THROWS_WITH_AS(balanced_groups(d, 0), "8 heads do not split into groups of 0", Error);
+}
+
+TEST_CASE("kv grouping: greedy's leftovers are mended by swaps") {
+    // Greedy pairs 1 and 2 (the closest), which leaves 0 and 3 far apart: 1 + 36 in all;
+    // swapping gives {0, 1}, {2, 3} at 4 + 9.
+    const Distances d = on_a_line({0, 2, 3, 6});
+    CHECK(balanced_groups(d, 2) == Groups{{0, 1}, {2, 3}});
+}
+
+TEST_CASE("kv grouping: every grouping is a partition into equal groups") {
+    std::uint64_t state = 12345;
+    const auto next = [&] {  // a small LCG: reproducible distances without <random>'s implementation choices
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        return double(state >> 11) / double(1ull << 53);
+    };
+    for (const std::int64_t n : {4, 6, 12, 16})
+        for (const std::int64_t size : {1, 2, 3, 4})
+            if (n % size == 0) {
+                std::vector<double> x(static_cast<std::size_t>(n));
+                for (double& v : x) v = next();
+                const Groups groups = balanced_groups(on_a_line(x), size);
+                std::vector<int> seen(std::size_t(n), 0);
+                CHECK(std::int64_t(groups.size()) == n / size);
+                for (const auto& group : groups) {
+                    CHECK(std::int64_t(group.size()) == size);
+                    CHECK(std::is_sorted(group.begin(), group.end()));
+                    for (const std::int64_t member : group) ++seen.at(std::size_t(member));
+                }
+                CHECK(std::all_of(seen.begin(), seen.end(), [](int count) { return count == 1; }));
+            }
 }

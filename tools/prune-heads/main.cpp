@@ -2,7 +2,7 @@
 // new model directory without some attention heads, chosen by an explicit
 // list or by a head table's score column (--mask-only keeps the shapes and
 // zeroes the heads instead), or turns multi-head attention into grouped-query
-// attention (--to-gqa). man/prune-heads.1.
+// attention (--to-gqa, in contiguous groups or by similarity). man/prune-heads.1.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -11,6 +11,7 @@
 #include "cli/progress.hpp"
 #include "cli/run.hpp"
 #include "heads/ablation.hpp"
+#include "heads/kv_grouping.hpp"
 #include "heads/prune.hpp"
 #include "model/session.hpp"
 #include "model/weights.hpp"
@@ -22,7 +23,7 @@ using namespace heads;
 namespace {
 
 struct Options {
-    std::string model_dir, output, list, scores, by, keep, precision = "auto";
+    std::string model_dir, output, list, scores, by, keep, precision = "auto", group_by = "contiguous";
     std::int64_t drop = 0, min_per_layer = 0, ctx = 0, to_gqa = 0;
     std::uint64_t seed = 0;
     bool dropping = false, reverse = false, mask_only = false, force = false;
@@ -30,16 +31,26 @@ struct Options {
     std::vector<std::string> inputs;
 };
 
-// --score: the head table of the calibration tokens (all input lines, one after another).
-void score(const Options& o) {
-    Context context(cli::thread_count(o.threads));
-    LoadOptions load;
-    load.precision = precision_named(o.precision);
-    const auto model = Model::load(context, cli::find_model(o.model_dir), load);
-    cli::IdReader reader(o.inputs, model->vocab_size());
+// The calibration tokens: all input lines, one after another.
+std::vector<std::int32_t> calibration_tokens(const Options& o, const Model& model) {
+    cli::IdReader reader(o.inputs, model.vocab_size());
     std::vector<std::int32_t> tokens, ids;
     while (reader.next(ids)) tokens.insert(tokens.end(), ids.begin(), ids.end());
     if (tokens.empty()) throw Error("no calibration tokens: the input is empty");
+    return tokens;
+}
+
+std::shared_ptr<const Model> load_model(const Options& o, Context& context, const std::filesystem::path& dir) {
+    LoadOptions load;
+    load.precision = precision_named(o.precision);
+    return Model::load(context, dir, load);
+}
+
+// --score: the head table of the calibration tokens.
+void score(const Options& o) {
+    Context context(cli::thread_count(o.threads));
+    const auto model = load_model(o, context, cli::find_model(o.model_dir));
+    const std::vector<std::int32_t> tokens = calibration_tokens(o, *model);
     const std::int64_t window = o.ctx > 0 ? o.ctx : model->context_length();
     Session session(model, context, {.capacity = std::min<std::int64_t>(window, 4096)});
     cli::Output out(o.output);
@@ -79,7 +90,8 @@ void prune(const Options& o) {
     write_edited_model(source, o.output, {layout_without(config, removed), o.mask_only, how, o.force});
 }
 
-// --to-gqa: every query head kept, each layer's KV heads mean-pooled into o.to_gqa.
+// --to-gqa: every query head kept, each layer's KV heads mean-pooled into o.to_gqa,
+// in contiguous groups or in groups of similar heads on the calibration tokens.
 void to_gqa(const Options& o) {
     const auto source = cli::find_model(o.model_dir);
     if (std::filesystem::exists(o.output) && !o.force) throw Error("{}: already exists (--force replaces it)", o.output);
@@ -87,6 +99,17 @@ void to_gqa(const Options& o) {
     edit.kv_heads = o.to_gqa;
     edit.selection = fmt::format("--to-gqa {}", o.to_gqa);
     edit.replace = o.force;
+    edit.group_by = o.group_by;
+    if (o.group_by == "similarity") {
+        check_pooling(read_config(source), o.to_gqa);  // before the calibration run
+        Context context(cli::thread_count(o.threads));
+        const auto model = load_model(o, context, source);
+        const std::vector<std::int32_t> tokens = calibration_tokens(o, *model);
+        const std::int64_t window = o.ctx > 0 ? o.ctx : model->context_length();
+        Session session(model, context, {std::min<std::int64_t>(window, 4096)});
+        edit.kv_groups = similar_kv_groups(session, tokens, o.to_gqa, o.ctx);
+        edit.selection += " --group-by similarity";
+    }
     write_edited_model(source, o.output, edit);
 }
 
@@ -111,9 +134,12 @@ int main(int argc, char** argv) {
     app.add_option("--min-per-layer", o.min_per_layer, "--scores: leave no layer with fewer heads than this");
     app.add_flag("--reverse", o.reverse, "--scores: remove the highest scores first");
     auto* gqa = app.add_option("--to-gqa", o.to_gqa, "keep every head; mean-pool each layer's KV heads into G groups");
+    auto* group_by = app.add_option("--group-by", o.group_by, "--to-gqa: contiguous groups, or groups of similar "
+                                                              "keys and values on calibration id lines")
+                         ->check(CLI::IsMember({"contiguous", "similarity"}));
     app.add_flag("--mask-only", o.mask_only, "keep every shape; zero the removed heads' o_proj columns instead");
     app.add_flag("--force", o.force, "replace the output directory if it exists");
-    app.add_option("files", o.inputs, "--score: calibration id lines (default: stdin)");
+    app.add_option("files", o.inputs, "--score, --group-by similarity: calibration id lines (default: stdin)");
 
     const cli::FlagNames flags{{"keep", "--keep"}, {"min_per_layer", "--min-per-layer"}, {"ctx", "--ctx"}};
     return cli::run(app, argc, argv, [&] {
@@ -127,10 +153,13 @@ int main(int argc, char** argv) {
                 throw UsageError("--score writes a head table and removes no heads");
             return score(o);
         }
+        if (group_by->count() && !gqa->count()) throw UsageError("--group-by goes with --to-gqa");
         if (gqa->count()) {
             if (o.to_gqa < 1) throw UsageError("--to-gqa: G must be at least 1, not {}", o.to_gqa);
-            if (ranked || !o.list.empty() || ranking || o.mask_only || !o.inputs.empty() || o.ctx || seed->count())
-                throw UsageError("--to-gqa removes no heads: it goes with -m, -o and --force only");
+            if (ranked || !o.list.empty() || ranking || o.mask_only || seed->count())
+                throw UsageError("--to-gqa removes no heads: it goes with -m, -o, --force and --group-by only");
+            if (o.group_by != "similarity" && (!o.inputs.empty() || o.ctx))
+                throw UsageError("input files and --ctx go with --group-by similarity (or --score)");
             if (o.output.empty() || o.output == "-") throw UsageError("--to-gqa needs -o DIR, the new model directory");
             return to_gqa(o);
         }
