@@ -9,8 +9,6 @@ namespace heads::decoding {
 void forced_logits(Session& session, const ContextGuard& guard, std::span<const std::int32_t> prompt,
                    std::span<const std::int32_t> continuation, std::vector<float>& logits) {
     const auto vocab = std::size_t(session.model().vocab_size());
-    // Nothing of an earlier sequence stays (truncate keeps synthetic slots).
-    session.reset();
     prime_session(session, prompt, nullptr, guard);
     logits.resize(continuation.size() * vocab);
     // The pending token is the prompt's last, as in every strategy's first step.

@@ -244,6 +244,13 @@ def main():
                      full_blob[:len(full_blob) - 100])
         report(not os.path.exists(out), "nothing half-written after an error")
 
+        # --- a prompt's ids do not depend on the prompts before it (razor's compensation token is per sequence) ---
+        razor_spec = f"razor:budget=30%:by=induction:scores={TABLE}"
+        lines = [(" ".join(ids[:k]) + "\n").encode() for k in (60, 90, 120)]
+        together = run([DECODE, "-m", MODEL, "-n", "12", "--kv-policy", razor_spec], b"".join(lines)).stdout
+        alone = b"".join(run([DECODE, "-m", MODEL, "-n", "12", "--kv-policy", razor_spec], line).stdout for line in lines)
+        report(together == alone, "razor from ids: three prompts in one run give the ids of each run alone")
+
         # --- perplexity under a policy, measured as decode runs (infer --ppl --kv-policy) ---
         held = run([TOKENIZE, "-m", MODEL, "--whole"], "\n".join(text[40:120]).encode()).stdout
         held_ids = os.path.join(tmp, "held.ids")
