@@ -239,6 +239,16 @@ def main():
         unknown = os.path.join(tmp, "unknown.kv")
         reference.write_safetensors(unknown, tensors, dict(meta, **{"heads.policy": "lru:budget=3"}))
         expect_error(1, "unknown KV cache policy 'lru:budget=3'", [DECODE, "-m", MODEL, "--kv", unknown, "-n", "3"])
+        # decode: another model's frame, a bad spec (usage), a head table without the column or of another model.
+        never_ids = os.path.join(tmp, "never.ids")
+        expect_error(1, "the KV frame is from model ffffffffffffffff",
+                     [DECODE, "-m", MODEL, "--kv", other, "-n", "3", "-o", never_ids])
+        report(not os.path.exists(never_ids), "decode: nothing written after another model's frame")
+        for spec, status, text in (("h2o:budget=0", 2, "bad 'budget=0'"), ("h2o:budget=101%", 2, "bad 'budget=101%'"),
+                                   (f"razor:budget=30%:by=retrieval:scores={TABLE}", 1, "no column 'retrieval'"),
+                                   (f"razor:budget=30%:by=induction:scores={other_table}", 1,
+                                    "the head table is from model ffffffffffffffff")):
+            expect_error(status, text, [DECODE, "-m", MODEL, "-n", "3", "--kv-policy", spec], prompt)
         out = os.path.join(tmp, "never.kv")
         expect_error(1, "truncated", [COMPRESS, "-m", MODEL, "--policy", "window", "--budget", "30%", "-o", out],
                      full_blob[:len(full_blob) - 100])
@@ -291,7 +301,7 @@ def main():
                    f"{spec.split(':')[0]}: infer --ppl --kv-policy scores decode's tokens with decode's log-probabilities "
                    f"(largest difference {np.abs(ours - theirs).max():.2e})")
         expect_error(2, "--kv-policy need --ppl", [INFER, "-m", MODEL, "--kv-policy", "full", held_ids])
-        expect_error(1, "unknown KV cache policy 'lru'", [INFER, "-m", MODEL, "--ppl", "--ctx", "128", "--kv-policy", "lru",
+        expect_error(2, "unknown KV cache policy 'lru'", [INFER, "-m", MODEL, "--ppl", "--ctx", "128", "--kv-policy", "lru",
                                                           held_ids])
 
         # --- the copy task in small: head-aware against uniform ---

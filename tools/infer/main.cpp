@@ -97,6 +97,11 @@ int main(int argc, char** argv) {
             std::unique_ptr<KvPolicy> policy;
             std::optional<decoding::ContextGuard> guard;
             if (!kv_policy.empty()) {
+                try {
+                    policy = make_kv_policy(kv_policy);  // the spec alone first: a bad one is bad usage
+                } catch (const Error& error) {
+                    throw UsageError(Param{"kv_policy"}, "{}", error.what());
+                }
                 policy = make_kv_policy_for(*model, kv_policy);
                 guard.emplace(*model, policy.get(), -1);
                 options.window_logits = [&](std::span<const std::int32_t> window, std::int64_t first,
