@@ -18,7 +18,9 @@ std::int64_t prime_session(Session& session, std::span<const std::int32_t> promp
         guard.after_step(session, 0);
         return 0;
     }
-    session.truncate(0);
+    // A new sequence: nothing of the last one stays, not even a synthetic
+    // slot (razor's compensation token), which truncate would keep.
+    session.reset();
     guard.start(session);
     if (hidden) hidden->clear();
     constexpr std::int64_t kChunk = 1024;

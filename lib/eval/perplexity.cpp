@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include <fmt/format.h>
@@ -119,17 +120,26 @@ PerplexityResult perplexity(Session& session, std::span<const std::int32_t> toke
     KlResult kl_result;
     std::vector<std::int32_t> window;
     std::vector<float> row(static_cast<std::size_t>(vocab));
+    std::vector<float> window_rows;  // [per_window, vocab] from options.window_logits
     for (std::int64_t w = 0; w < windows; ++w) {
         cut.window(window, tokens, w, model.config().bos_token_id);
-        session.reset();
-        ForwardRequest request;
-        request.tokens = window;
-        request.logits = LogitRows::all;
-        request.logits_from = first;
-        const ForwardResult result = session.forward(request);
+        std::span<const float> logits;
+        if (options.window_logits) {
+            options.window_logits(window, first, window_rows);
+            if (std::int64_t(window_rows.size()) != per_window * vocab)
+                throw std::logic_error("perplexity: a window's logits are not [ctx - 1 - first, vocab]");
+            logits = window_rows;
+        } else {
+            session.reset();
+            ForwardRequest request;
+            request.tokens = window;
+            request.logits = LogitRows::all;
+            request.logits_from = first;
+            logits = session.forward(request).logits;  // rows first..ctx-1: the last predicts past the window
+        }
         for (std::int64_t j = 0; j < per_window; ++j) {
             const std::size_t index = std::size_t(w * per_window + j);
-            log_softmax(row, result.logits.subspan(std::size_t(j * vocab), std::size_t(vocab)));
+            log_softmax(row, logits.subspan(std::size_t(j * vocab), std::size_t(vocab)));
             nll.add(-double(row[std::size_t(targets[index])]));
             if (writer) writer->write(std::span<const float>(row));
             if (base) {

@@ -27,6 +27,12 @@ struct PerplexityOptions {
     std::filesystem::path save_logits;      // write the scored log-probabilities (a safetensors file)
     std::filesystem::path kl_base;          // compare with a file written by save_logits
     std::function<void(std::int64_t done, std::int64_t total, double ppl)> progress;  // after each window
+    // How a window's scored rows get their logits: from the window [ctx] and
+    // the first scored row, fills [ctx - 1 - first, vocab_size] (rows
+    // first..ctx-2). Empty: one forward pass over the window. infer --ppl
+    // --kv-policy scores them as decode meets them (decoding/forced.hpp).
+    std::function<void(std::span<const std::int32_t> window, std::int64_t first, std::vector<float>& logits)>
+        window_logits;
 };
 
 struct KlResult {

@@ -6,7 +6,10 @@ sinks and recent positions and respects each head's budget; full gives the
 frame back bit for bit; decode continuing a compressed frame writes the ids
 of decode with the same policy from the prompt on, for every policy; the report on stderr and
 in --report; bad input, each with one line and its exit status; and the
-copy task in small (scripts/experiments/README.md has it in full): after 50
+perplexity under a policy (infer --ppl --kv-policy: full gives plain --ppl's,
+a small budget a larger one, and every row is the log-probability decode
+gives the same token under the same policy); the copy task in small
+(scripts/experiments/README.md has it in full): after 50
 tokens of filler, keeping the top quarter of KV heads by the induction
 column whole copies most of the list where the uniform window and snapkv at
 30% copy almost none of it.
@@ -236,10 +239,70 @@ def main():
         unknown = os.path.join(tmp, "unknown.kv")
         reference.write_safetensors(unknown, tensors, dict(meta, **{"heads.policy": "lru:budget=3"}))
         expect_error(1, "unknown KV cache policy 'lru:budget=3'", [DECODE, "-m", MODEL, "--kv", unknown, "-n", "3"])
+        # decode: another model's frame, a bad spec (usage), a head table without the column or of another model.
+        never_ids = os.path.join(tmp, "never.ids")
+        expect_error(1, "the KV frame is from model ffffffffffffffff",
+                     [DECODE, "-m", MODEL, "--kv", other, "-n", "3", "-o", never_ids])
+        report(not os.path.exists(never_ids), "decode: nothing written after another model's frame")
+        for spec, status, text in (("h2o:budget=0", 2, "bad 'budget=0'"), ("h2o:budget=101%", 2, "bad 'budget=101%'"),
+                                   (f"razor:budget=30%:by=retrieval:scores={TABLE}", 1, "no column 'retrieval'"),
+                                   (f"razor:budget=30%:by=induction:scores={other_table}", 1,
+                                    "the head table is from model ffffffffffffffff")):
+            expect_error(status, text, [DECODE, "-m", MODEL, "-n", "3", "--kv-policy", spec], prompt)
         out = os.path.join(tmp, "never.kv")
         expect_error(1, "truncated", [COMPRESS, "-m", MODEL, "--policy", "window", "--budget", "30%", "-o", out],
                      full_blob[:len(full_blob) - 100])
         report(not os.path.exists(out), "nothing half-written after an error")
+
+        # --- a prompt's ids do not depend on the prompts before it (razor's compensation token is per sequence) ---
+        razor_spec = f"razor:budget=30%:by=induction:scores={TABLE}"
+        lines = [(" ".join(ids[:k]) + "\n").encode() for k in (60, 90, 120)]
+        together = run([DECODE, "-m", MODEL, "-n", "12", "--kv-policy", razor_spec], b"".join(lines)).stdout
+        alone = b"".join(run([DECODE, "-m", MODEL, "-n", "12", "--kv-policy", razor_spec], line).stdout for line in lines)
+        report(together == alone, "razor from ids: three prompts in one run give the ids of each run alone")
+
+        # --- perplexity under a policy, measured as decode runs (infer --ppl --kv-policy) ---
+        held = run([TOKENIZE, "-m", MODEL, "--whole"], "\n".join(text[40:120]).encode()).stdout
+        held_ids = os.path.join(tmp, "held.ids")
+        open(held_ids, "wb").write(held)
+
+        def ppl(*extra):
+            out = run([INFER, "-m", MODEL, "--ppl", "--ctx", "128", *extra, held_ids]).stdout.decode()
+            return {line.split(" = ")[0]: line.split(" = ")[1] for line in out.splitlines() if " = " in line}
+        base = os.path.join(tmp, "full.logprobs")
+        plain = ppl()
+        whole = ppl("--kv-policy", "full", "--save-logits", base)
+        report(whole["PPL"] == plain["PPL"], f"--kv-policy full: the PPL of plain --ppl ({whole['PPL']}, {plain['PPL']})")
+        same_full = ppl("--kv-policy", "full", "--kl-base", base)
+        report(same_full["KLD"].startswith("0.000000") and same_full["same top token"].startswith("100.000%"),
+               f"--kv-policy full against itself: KL {same_full['KLD']}")
+        tiny = ppl("--kv-policy", "h2o:budget=12", "--kl-base", base)
+        small = ppl("--kv-policy", "h2o:budget=50%", "--kl-base", base)
+        p_full, p_small, p_tiny = (float(r["PPL"].split()[0]) for r in (whole, small, tiny))
+        kl_small, kl_tiny = (float(r["KLD"].split()[0]) for r in (small, tiny))
+        report(p_tiny > p_small > p_full and kl_tiny > kl_small > 0,
+               f"h2o: PPL {p_full:.3f} (full) < {p_small:.3f} (50%) < {p_tiny:.3f} (12 slots), KL {kl_small:.4f} < {kl_tiny:.4f}")
+        # Each scored row is what decode sees: decode's greedy continuation under the policy, scored again, has
+        # decode's own log-probabilities (two identical windows of 64: 33 prompt tokens, 31 generated).
+        for spec in (f"razor:budget=30%:by=induction:scores={TABLE}", "snapkv:budget=20%+q8"):
+            head_ids = held.decode().split()[:33]
+            lp = os.path.join(tmp, "decode.tsv")
+            gen = run([DECODE, "-m", MODEL, "-n", "31", "--ignore-eos", "--kv-policy", spec, "--logprobs", "1", lp],
+                      (" ".join(head_ids) + "\n").encode()).stdout.decode().split()
+            window = head_ids + gen
+            forced = os.path.join(tmp, "forced.ids")
+            open(forced, "w").write(" ".join(window + window) + "\n")
+            saved = os.path.join(tmp, "forced.logprobs")
+            run([INFER, "-m", MODEL, "--ppl", "--ctx", "64", "--kv-policy", spec, "--save-logits", saved, forced])
+            rows = reference.read_safetensors(saved)[0]["log_probs"][:31]
+            theirs = np.array([float(line.split("\t")[3]) for line in open(lp).read().splitlines()[1:]])
+            ours = rows[np.arange(31), [int(t) for t in gen]]
+            report(len(gen) == 31 and np.abs(ours - theirs).max() <= 1e-5,
+                   f"{spec.split(':')[0]}: infer --ppl --kv-policy scores decode's tokens with decode's log-probabilities "
+                   f"(largest difference {np.abs(ours - theirs).max():.2e})")
+        expect_error(2, "--kv-policy need --ppl", [INFER, "-m", MODEL, "--kv-policy", "full", held_ids])
+        expect_error(2, "unknown KV cache policy 'lru'", [INFER, "-m", MODEL, "--ppl", "--ctx", "128", "--kv-policy", "lru",
+                                                          held_ids])
 
         # --- the copy task in small: head-aware against uniform ---
         def copied(policy):

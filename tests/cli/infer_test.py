@@ -93,7 +93,7 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     expect_error(1, "head 1.4 does not exist (layer 1 has 4 heads)", [INFER, "-m", m, "--mask-heads", "0.1,1.4", ids])
     expect_error(2, "bad head '0-1' (want LAYER.HEAD", [INFER, "-m", m, "--mask-heads", "0-1", ids])
     expect_error(2, "--ppl writes no frames", [INFER, "-m", m, "--ppl", "--kv", ids])
-    expect_error(2, "--save-logits and --kl-base need --ppl", [INFER, "-m", m, "--kl-base", "x", ids])
+    expect_error(2, "--save-logits, --kl-base and --kv-policy need --ppl", [INFER, "-m", m, "--kl-base", "x", ids])
     expect_error(2, "--logits", [INFER, "-m", m, "--logits", "some", ids])
     expect_error(1, "fewer than 2 × ctx (64)", [INFER, "-m", m, "--ppl", ids])
 

@@ -133,6 +133,14 @@ int main(int argc, char** argv) {
             logprobs_k = *k;
         }
 
+        // The user's spec alone first: a bad one is bad usage (a frame's own is checked as input).
+        if (app.count("--kv-policy") > 0) {
+            try {
+                make_kv_policy(o.kv_policy);
+            } catch (const Error& error) {
+                throw UsageError(Param{"kv_policy"}, "{}", error.what());
+            }
+        }
         // KV frames come with the policy that made them, which goes on acting.
         std::optional<FrameReader> frames;
         std::optional<Frame> pending_frame;

@@ -1,6 +1,9 @@
 // infer: one forward pass per id line; writes logits, hidden states,
 // attention and the KV cache as safetensors frames, or the head table
 // (--head-stats), or the perplexity of the whole input (--ppl). man/infer.1.
+#include <memory>
+#include <optional>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -8,10 +11,12 @@
 #include "cli/options.hpp"
 #include "cli/progress.hpp"
 #include "cli/run.hpp"
+#include "decoding/forced.hpp"
 #include "eval/frames.hpp"
 #include "eval/perplexity.hpp"
 #include "heads/head_list.hpp"
 #include "heads/head_stats.hpp"
+#include "heads/kv_scores.hpp"
 #include "io/output.hpp"
 #include "model/model.hpp"
 #include "model/session.hpp"
@@ -25,7 +30,7 @@ int main(int argc, char** argv) {
                  "perplexity",
                  "infer"};
     std::string model_dir, output, logits = "last", hidden, attention, mask, precision = "auto", kv_type = "auto";
-    std::string save_logits, kl_base;
+    std::string save_logits, kl_base, kv_policy;
     int threads = 0;
     std::vector<std::string> inputs;
     bool kv = false, ppl = false, head_stats = false;
@@ -45,17 +50,26 @@ int main(int argc, char** argv) {
                   1);
     app.add_option("--save-logits", save_logits, "--ppl: save the scored log-probabilities to FILE");
     app.add_option("--kl-base", kl_base, "--ppl: KL divergence against log-probabilities saved in FILE");
+    app.add_option("--kv-policy", kv_policy,
+                   "--ppl: score each window's second half as decode meets it, one token at a time, under this KV "
+                   "policy (decode(1))")
+        ->type_name("SPEC");
     cli::add_precision_option(app, precision);
     cli::add_kv_type_option(app, kv_type);
     app.add_option("files", inputs, "id lines (default: stdin)");
 
     // How infer spells the library's parameters, for its messages (heads::Param).
-    const cli::FlagNames flags{{"ctx", "--ctx"}, {"hidden_layers", "--hidden"}, {"attention_layers", "--attention"}};
+    const cli::FlagNames flags{{"ctx", "--ctx"},
+                               {"hidden_layers", "--hidden"},
+                               {"attention_layers", "--attention"},
+                               {"kv_policy", "--kv-policy"},
+                               {"context_shift", "--kv-policy"}};
     return cli::run(app, argc, argv, [&] {
         const bool frame_options = logits != "last" || !hidden.empty() || !attention.empty() || kv;
         if (ppl && (head_stats || frame_options)) throw UsageError("--ppl writes no frames and no head table");
         if (head_stats && frame_options) throw UsageError("--head-stats writes the head table instead of frames");
-        if (!ppl && (!save_logits.empty() || !kl_base.empty())) throw UsageError("--save-logits and --kl-base need --ppl");
+        if (!ppl && (!save_logits.empty() || !kl_base.empty() || !kv_policy.empty()))
+            throw UsageError("--save-logits, --kl-base and --kv-policy need --ppl");
         if (ctx < 0) throw UsageError("--ctx must be positive");
 
         Context context(cli::thread_count(threads));
@@ -80,7 +94,24 @@ int main(int argc, char** argv) {
         if (ppl) {
             std::vector<std::int32_t> tokens;
             while (reader.next(ids)) tokens.insert(tokens.end(), ids.begin(), ids.end());
-            PerplexityOptions options{ctx, save_logits, kl_base, nullptr};
+            PerplexityOptions options{ctx, save_logits, kl_base, nullptr, nullptr};
+            // The same policy code decode runs: the prompt primed under it, then a step per token.
+            std::unique_ptr<KvPolicy> policy;
+            std::optional<decoding::ContextGuard> guard;
+            if (!kv_policy.empty()) {
+                try {
+                    policy = make_kv_policy(kv_policy);  // the spec alone first: a bad one is bad usage
+                } catch (const Error& error) {
+                    throw UsageError(Param{"kv_policy"}, "{}", error.what());
+                }
+                policy = make_kv_policy_for(*model, kv_policy);
+                guard.emplace(*model, policy.get(), -1);
+                options.window_logits = [&](std::span<const std::int32_t> window, std::int64_t first,
+                                            std::vector<float>& logits) {
+                    decoding::forced_logits(session, *guard, window.first(std::size_t(first) + 1),
+                                            window.subspan(std::size_t(first) + 1), logits);
+                };
+            }
             options.progress = [&](std::int64_t done, std::int64_t total, double value) {
                 progress.update(fmt::format("window {}/{}, PPL {:.4f}", done, total, value));
             };
