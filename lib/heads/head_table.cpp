@@ -52,7 +52,7 @@ std::vector<const HeadTable::Row*> HeadTable::top(const std::string& name, std::
     return order;
 }
 
-void write_head_table(std::FILE* out, const HeadTable& table) {
+void write_head_table(const Sink& out, const HeadTable& table) {
     std::string text = fmt::format("# model {}\n", table.model);
     for (const auto& comment : table.comments) {
         text += "# ";

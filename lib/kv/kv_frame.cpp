@@ -11,6 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "io/id_line.hpp"
+#include "kv/policy.hpp"
 #include "io/number.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
@@ -123,9 +124,15 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     return frame;
 }
 
-std::string kv_frame_policy(const Frame& frame) {
+std::string kv_frame_policy(const Frame& frame, const std::string& where) {
     const auto policy = frame.metadata.find(keys::policy);
-    return policy == frame.metadata.end() ? KvFrameInfo().policy : policy->second;
+    if (policy == frame.metadata.end()) return KvFrameInfo().policy;
+    try {
+        make_kv_policy(policy->second);
+    } catch (const Error& error) {
+        throw Error("{}: heads.policy: {}", where, error.what());
+    }
+    return policy->second;
 }
 
 namespace {
@@ -268,7 +275,7 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     const auto model = frame.metadata.find(keys::model);
     if (model == frame.metadata.end()) throw Error("{}: the KV frame has no heads.model", where);
     contents.info.model = model->second;
-    contents.info.policy = kv_frame_policy(frame);
+    contents.info.policy = kv_frame_policy(frame, where);
     if (const auto tokens = frame.metadata.find(keys::tokens); tokens != frame.metadata.end()) {
         try {
             parse_ids(tokens->second, contents.info.tokens);

@@ -1,13 +1,18 @@
 // lib/io: the strict count parser every parser of counts shares, whole-file reads, and the id-line format.
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <string>
+#include <system_error>
 #include <string_view>
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "io/id_line.hpp"
 #include "io/number.hpp"
+#include "io/output.hpp"
 #include "io/read_file.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
@@ -48,6 +53,31 @@ TEST_CASE("read_file: every byte, or an error naming the path and what it is") {
     CHECK_THROWS_WITH_AS(read_file(dir / "none", "the head table"),
                          ((dir / "none").string() + ": cannot read the head table: No such file or directory").c_str(), Error);
     CHECK_THROWS_WITH_AS(read_file(dir.path()), (dir.path().string() + ": cannot read the file: Is a directory").c_str(), Error);
+    // A file of a model directory must be a regular file: a FIFO is refused
+    // at once (opening it would wait for a writer), and so is a device.
+    REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(read_file(dir / "fifo", "the tokenizer", FileKinds::regular_only),
+                         ((dir / "fifo").string() + ": cannot read the tokenizer: not a regular file").c_str(), Error);
+    CHECK_THROWS_WITH_AS(read_file("/dev/zero", "the model's config.json", FileKinds::regular_only),
+                         "/dev/zero: cannot read the model's config.json: not a regular file", Error);
+    CHECK_THROWS_WITH_AS(read_file(dir.path(), "the tokenizer", FileKinds::regular_only),
+                         (dir.path().string() + ": cannot read the tokenizer: Is a directory").c_str(), Error);
+    CHECK(read_file(dir / "f", "the file", FileKinds::regular_only) == bytes);
+}
+
+TEST_CASE("write errors name what was written: a file, or standard output") {
+    std::FILE* full = std::fopen("/dev/full", "w");
+    if (!full) return;
+    std::setvbuf(full, nullptr, _IONBF, 0);
+    const std::string expected = "out.kv: write error: " + std::system_category().message(ENOSPC);
+    CHECK_THROWS_WITH_AS(write_all(Sink(full, "out.kv"), "bytes"), expected.c_str(), std::system_error);
+    CHECK_THROWS_WITH_AS(write_all(Sink(full, "out.kv"), "bytes"), expected.c_str(), std::system_error);
+    std::fclose(full);
+    CHECK(Sink(stdout).name == "standard output");
+    // AtomicFile's last bytes fail at commit(): named too.
+    AtomicFile direct("/dev/full");
+    std::fputs("x", direct.get().file);
+    CHECK_THROWS_WITH_AS(direct.commit(), ("/dev/full: write error: " + std::system_category().message(ENOSPC)).c_str(), Error);
 }
 
 TEST_CASE("parse_id is strict") {

@@ -134,10 +134,11 @@ int main(int argc, char** argv) {
         // KV frames come with the policy that made them, which goes on acting.
         std::optional<FrameReader> frames;
         std::optional<Frame> pending_frame;
+        const auto frame_where = [&] { return fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count()); };
         if (!kv.empty()) {
             frames.emplace(kv);
             pending_frame = frames->next();
-            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame);
+            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame, frame_where());
         }
 
         Context context(cli::thread_count(threads));
@@ -168,7 +169,7 @@ int main(int argc, char** argv) {
         };
         if (frames) {
             for (; pending_frame; pending_frame = frames->next()) {
-                const std::string where = fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count());
+                const std::string where = frame_where();
                 const KvFrameContents contents = kv_from_frame(*pending_frame, where);
                 generate(where, contents.info.tokens, &contents);
             }
