@@ -15,6 +15,7 @@
 #include "io/number.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -269,7 +270,7 @@ std::vector<float> slot_values(const Tensor& t, const std::string& where, const 
 KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     const auto kind = frame.metadata.find(keys::kind);
     if (kind == frame.metadata.end() || kind->second != kinds::kv)
-        throw Error("{}: not a KV frame (heads.kind is '{}')", where, kind == frame.metadata.end() ? "" : kind->second);
+        throw Error("{}: not a KV frame (heads.kind is {})", where, quote(kind == frame.metadata.end() ? "" : kind->second));
     KvFrameContents contents;
     contents.metadata = frame.metadata;
     const auto model = frame.metadata.find(keys::model);
@@ -285,7 +286,7 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     }
     if (const auto recent = frame.metadata.find(keys::recent_queries); recent != frame.metadata.end()) {
         const auto value = parse_count(recent->second);
-        if (!value) throw Error("{}: heads.recent_queries: bad count '{}'", where, recent->second);
+        if (!value) throw Error("{}: heads.recent_queries: bad count {}", where, quote(recent->second));
         contents.recent_queries = *value;
     }
     std::vector<LayerTensors> layers;

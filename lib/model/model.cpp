@@ -10,6 +10,7 @@
 #include "model/weight_cache.hpp"
 #include "model/weights.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 
@@ -17,7 +18,7 @@ Precision precision_named(std::string_view name) {
     if (name == "auto") return Precision::automatic;
     if (name == "f32") return Precision::f32;
     if (name == "bf16") return Precision::bf16;
-    throw Error("unknown precision '{}' (heads knows: auto, f32, bf16)", name);
+    throw Error("unknown precision {} (heads knows: auto, f32, bf16)", quote(name));
 }
 
 namespace {

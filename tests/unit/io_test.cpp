@@ -16,6 +16,7 @@
 #include "io/read_file.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 using namespace heads;
 using heads::test::TempDir;
@@ -87,7 +88,7 @@ TEST_CASE("parse_id is strict") {
     for (const char* bad : {"x", "-3", "", "2147483648", "1.5", "+1", "12a", "0x10", " 1"})
         CHECK_THROWS_WITH_AS(parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
     CHECK_THROWS_WITH_AS(parse_id("1\r"), "bad token id '1\\x0d'", Error);
-    const std::string cut = "bad token id '" + std::string(32, '9') + "...'";
+    const std::string cut = "bad token id '" + std::string(kQuotedBytes, '9') + "...'";
     CHECK_THROWS_WITH_AS(parse_id(std::string(40, '9')), cut.c_str(), Error);
 }
 
@@ -121,7 +122,8 @@ TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
 
     // A huge garbage token fails early, without collecting it all.
     IdStreamParser long_one;
-    CHECK_THROWS_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), Error);
+    const std::string cut = "bad token id '" + std::string(kQuotedBytes, '7') + "...'";
+    CHECK_THROWS_WITH_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), cut.c_str(), Error);
 
     // Fed one byte at a time, the result is the same as whole.
     const std::string text = "10 20 30\n\n5\n 6  7 \n8";

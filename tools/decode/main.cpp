@@ -15,6 +15,7 @@
 #include "io/number.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 using namespace heads;
 using namespace heads::decoding;
@@ -27,10 +28,10 @@ std::vector<int> counts(const std::string& text, std::size_t n, const char* opti
     std::string item;
     while (std::getline(in, item, ',')) {
         const auto value = parse_count<int>(item);
-        if (!value) throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
+        if (!value) throw UsageError("{}: bad number {} in {}", option, quote(item), quote(text));
         out.push_back(*value);
     }
-    if (out.size() != n) throw UsageError("{}: {} numbers expected, not '{}'", option, n, text);
+    if (out.size() != n) throw UsageError("{}: {} numbers expected, not {}", option, n, quote(text));
     return out;
 }
 }  // namespace
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
         int logprobs_k = 0;
         if (!logprobs.empty()) {
             const auto k = parse_count<int>(logprobs[0]);
-            if (!k) throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+            if (!k) throw UsageError("--logprobs K FILE: bad K {}", quote(logprobs[0]));
             logprobs_k = *k;
         }
 
