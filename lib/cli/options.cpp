@@ -10,6 +10,7 @@
 
 #include "io/number.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads::cli {
 
@@ -21,8 +22,8 @@ CLI::Option* add_threads_option(CLI::App& app, int& threads) {
     const CLI::Validator count(
         [](std::string& text) -> std::string {
             const auto value = parse_count<int>(text);
-            if (!value) return fmt::format("not a number of threads: '{}'", text);
-            if (*value > kMaxThreads) return fmt::format("{} is more than the {} threads heads can use", text, kMaxThreads);
+            if (!value) return fmt::format("not a number of threads: {}", quote(text));
+            if (*value > kMaxThreads) return fmt::format("{} is more than the {} threads heads can use", *value, kMaxThreads);
             return {};
         },
         "N");
@@ -53,7 +54,7 @@ template <class T> CLI::Validator count_fitting() {
     return CLI::Validator(
         [](std::string& text) -> std::string {
             if (parse_count<T>(text)) return {};
-            return fmt::format("not a number from 0 to {}: '{}'", std::numeric_limits<T>::max(), text);
+            return fmt::format("not a number from 0 to {}: {}", std::numeric_limits<T>::max(), quote(text));
         },
         "");
 }
@@ -67,7 +68,7 @@ CLI::Option* check_number(CLI::Option* option, const std::type_info& type) {
                 char* end = nullptr;
                 const double value = std::strtod(text.c_str(), &end);
                 if (!text.empty() && *end == '\0' && !std::isfinite(value))
-                    return fmt::format("must be a finite number, not '{}'", text);
+                    return fmt::format("must be a finite number, not {}", quote(text));
                 return {};
             },
             ""));
@@ -82,7 +83,7 @@ CLI::Option* at_least(CLI::Option* option, std::int64_t least) {
             std::int64_t value = 0;
             const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
             if (error != std::errc() || end != text.data() + text.size()) return {};  // not a number: CLI11 says so
-            if (value < least) return fmt::format("must be at least {}, not {}", least, text);
+            if (value < least) return fmt::format("must be at least {}, not {}", least, value);
             return {};
         },
         ""));

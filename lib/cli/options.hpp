@@ -81,7 +81,8 @@ private:
 class Output {
 public:
     explicit Output(const std::string& path);  // "" or "-" is stdout
-    std::FILE* get() const { return file_ ? file_->get() : stdout; }
+    // The stream, named for write errors by the path as given or "standard output".
+    Sink get() const { return file_ ? file_->get() : Sink(stdout); }
     // Puts the file in place; does nothing for stdout (the edge checks it).
     void commit();
 

@@ -40,7 +40,7 @@ int close_stdout(const std::string& prog) {
     int error = flushed ? 0 : errno;
     if (std::fclose(stdout) != 0 && flushed) error = errno;
     if (error == 0 || error == EPIPE) return 0;
-    fmt::print(stderr, "{}: write error: {}\n", prog, std::strerror(error));
+    fmt::print(stderr, "{}: standard output: write error: {}\n", prog, std::strerror(error));
     return 1;
 }
 

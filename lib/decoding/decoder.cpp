@@ -10,6 +10,7 @@
 #include "heads/kv_scores.hpp"
 #include "io/read_file.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace heads::decoding {
@@ -34,8 +35,8 @@ void check_same_tokenizer(const Model& target, const Model& draft) {
     const Tokenizer ta(a), tb(b);
     for (int id = 0; id < ta.vocab_size(); ++id)
         if (ta.piece(id) != tb.piece(id))
-            throw Error(Param{"draft"}, "{}: its tokenizer differs from the model's (token {} is '{}', not '{}')",
-                        where, id, tb.piece(id), ta.piece(id));
+            throw Error(Param{"draft"}, "{}: its tokenizer differs from the model's (token {} is {}, not {})",
+                        where, id, quote(tb.piece(id)), quote(ta.piece(id)));
 }
 
 int strategies_chosen(const DecodeOptions& o) {

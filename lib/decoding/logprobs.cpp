@@ -25,7 +25,7 @@ Logprobs make_logprobs(std::span<const float> logits, std::int32_t token, int k,
     return out;
 }
 
-LogprobsWriter::LogprobsWriter(std::FILE* out, int k) : out_(out), k_(k) {
+LogprobsWriter::LogprobsWriter(Sink out, int k) : out_(std::move(out)), k_(k) {
     std::string header = "seq\tstep\tid\tlogprob";
     for (int i = 1; i <= k; ++i) header += fmt::format("\ttop{}_id\ttop{}_logprob", i, i);
     write_all(out_, header + "\n");

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "io/output.hpp"
+
 namespace heads::decoding {
 
 struct Logprobs {
@@ -25,12 +27,12 @@ Logprobs make_logprobs(std::span<const float> logits, std::int32_t token, int k,
 // counts tokens from 0.
 class LogprobsWriter {
 public:
-    LogprobsWriter(std::FILE* out, int k);
+    LogprobsWriter(Sink out, int k);
     int k() const { return k_; }
     void write(std::int64_t seq, std::int64_t step, std::int32_t token, const Logprobs& lp);
 
 private:
-    std::FILE* out_;
+    Sink out_;
     int k_;
 };
 

@@ -9,9 +9,9 @@
 
 namespace heads::decoding {
 
-TokenWriter::TokenWriter(std::FILE* out, const Tokenizer* tokenizer, bool text, std::vector<std::string> stops,
+TokenWriter::TokenWriter(Sink out, const Tokenizer* tokenizer, bool text, std::vector<std::string> stops,
                          LogprobsWriter* logprobs)
-    : out_(out), tokenizer_(tokenizer), text_mode_(text), stops_(std::move(stops)), logprobs_(logprobs) {
+    : out_(std::move(out)), tokenizer_(tokenizer), text_mode_(text), stops_(std::move(stops)), logprobs_(logprobs) {
     for (const auto& stop : stops_) {
         if (stop.empty()) throw UsageError(Param{"stop"}, "an empty stop string");
         longest_stop_ = std::max(longest_stop_, stop.size());

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "decoding/generation.hpp"
+#include "io/output.hpp"
 #include "decoding/logprobs.hpp"
 #include "tokenizer/stream_decoder.hpp"
 #include "tokenizer/tokenizer.hpp"
@@ -23,7 +24,7 @@ namespace heads::decoding {
 class TokenWriter final : public TokenSink {
 public:
     // tokenizer: needed for text and stop strings (else null). logprobs: may be null.
-    TokenWriter(std::FILE* out, const Tokenizer* tokenizer, bool text, std::vector<std::string> stops,
+    TokenWriter(Sink out, const Tokenizer* tokenizer, bool text, std::vector<std::string> stops,
                 LogprobsWriter* logprobs);
 
     bool push(std::int32_t token, const Logprobs* logprobs) override;
@@ -34,7 +35,7 @@ private:
     // Writes `text_` except a tail that may still become a stop string.
     void write_text(bool all);
 
-    std::FILE* out_;
+    Sink out_;
     const Tokenizer* tokenizer_;
     bool text_mode_;
     std::vector<std::string> stops_;

@@ -10,6 +10,7 @@
 #include "safetensors/keys.hpp"
 #include "io/number.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -31,7 +32,7 @@ std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n
         const std::size_t comma = std::min(spec.find(',', start), spec.size());
         const std::string_view item = spec.substr(start, comma - start);
         const auto layer = parse_count(item);
-        if (!layer) throw UsageError("{} {}: '{}' is not a layer number (want L,L,... or all)", option, spec, item);
+        if (!layer) throw UsageError("{} {}: {} is not a layer number (want L,L,... or all)", option, spec, quote(item));
         if (*layer >= n_layers) throw UsageError("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
         layers.push_back(*layer);
         start = comma + 1;

@@ -7,6 +7,7 @@
 #include "io/number.hpp"
 #include "io/read_file.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -47,7 +48,7 @@ std::vector<HeadRef> parse_head_list(std::string_view spec) {
     std::vector<HeadRef> heads;
     if (spec.empty() || spec.front() != '@') {
         // Given on the command line: a bad item is bad usage.
-        if (const auto bad = parse_heads(spec, heads)) throw UsageError("bad head '{}' ({})", *bad, kWant);
+        if (const auto bad = parse_heads(spec, heads)) throw UsageError("bad head {} ({})", quote(*bad), kWant);
         return heads;
     }
     const std::string path(spec.substr(1));
@@ -58,7 +59,7 @@ std::vector<HeadRef> parse_head_list(std::string_view spec) {
         const std::string_view line(content.data() + start, end - start);
         ++line_number;
         if (const auto bad = parse_heads(line.substr(0, line.find('#')), heads))
-            throw Error("{}:{}: bad head '{}' ({})", path, line_number, *bad, kWant);
+            throw Error("{}:{}: bad head {} ({})", path, line_number, quote(*bad), kWant);
         start = end + 1;
     }
     return heads;

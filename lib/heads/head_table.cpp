@@ -11,6 +11,7 @@
 #include "io/output.hpp"
 #include "io/read_file.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -35,7 +36,7 @@ std::size_t HeadTable::column(const std::string& name) const {
         if (columns[i] == name) return i;
     std::string there;
     for (const auto& c : columns) there += (there.empty() ? "" : ", ") + c;
-    throw Error("the head table has no column '{}' (it has {})", name, there);
+    throw Error("the head table has no column {} (it has {})", quote(name), there);
 }
 
 std::vector<const HeadTable::Row*> HeadTable::top(const std::string& name, std::size_t k) const {
@@ -52,7 +53,7 @@ std::vector<const HeadTable::Row*> HeadTable::top(const std::string& name, std::
     return order;
 }
 
-void write_head_table(std::FILE* out, const HeadTable& table) {
+void write_head_table(const Sink& out, const HeadTable& table) {
     std::string text = fmt::format("# model {}\n", table.model);
     for (const auto& comment : table.comments) {
         text += "# ";
@@ -113,7 +114,7 @@ HeadTable parse_head_table(std::string_view text, const std::string& source) {
         for (int i = 0; i < 3; ++i) {
             const auto& f = fields[std::size_t(i)];
             const auto value = parse_count(f);
-            if (!value) throw Error("{}: '{}' is not a layer/head number", where, f);
+            if (!value) throw Error("{}: {} is not a layer/head number", where, quote(f));
             (i == 0 ? row.layer : i == 1 ? row.head : row.kv_head) = *value;
         }
         for (std::size_t i = 3; i < fields.size(); ++i) {
@@ -124,7 +125,7 @@ HeadTable parse_head_table(std::string_view text, const std::string& source) {
             } else {
                 const auto [end, error] = std::from_chars(f.data(), f.data() + f.size(), value);
                 if (error != std::errc() || end != f.data() + f.size())
-                    throw Error("{}: '{}' in column {} is not a number", where, f, table.columns[i - 3]);
+                    throw Error("{}: {} in column {} is not a number", where, quote(f), table.columns[i - 3]);
             }
             row.values.push_back(value);
         }

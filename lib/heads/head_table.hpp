@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "heads/head_list.hpp"
+#include "io/output.hpp"
 
 namespace heads {
 
@@ -34,7 +35,7 @@ struct HeadTable {
     std::vector<const Row*> top(const std::string& column, std::size_t k) const;
 };
 
-void write_head_table(std::FILE* out, const HeadTable& table);
+void write_head_table(const Sink& out, const HeadTable& table);
 // Throws heads::Error "PATH:LINE: what is wrong".
 HeadTable read_head_table(const std::filesystem::path& path);
 // The same from the text of a table; `source` names it in errors.

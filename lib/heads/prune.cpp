@@ -8,6 +8,7 @@
 
 #include "io/number.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 
@@ -47,7 +48,7 @@ std::int64_t heads_to_keep(std::string_view spec, std::int64_t total) {
         const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), percent);
         if (number.empty() || number.front() == '-' || error != std::errc() || end != number.data() + number.size() ||
             !(percent > 0 && percent <= 100))
-            throw UsageError(Param{"keep"}, "'{}' is not a share of the heads (want P% with 0 < P <= 100)", spec);
+            throw UsageError(Param{"keep"}, "{} is not a share of the heads (want P% with 0 < P <= 100)", quote(spec));
         keep = std::llround(percent / 100 * double(total));
         if (keep < 1) throw Error(Param{"keep"}, "{} of {} heads keeps no head", spec, total);
         return keep;
@@ -56,9 +57,9 @@ std::int64_t heads_to_keep(std::string_view spec, std::int64_t total) {
     // heads than this model has is an error about the model.
     const auto count = parse_count(spec);
     if (!count || *count < 1)
-        throw UsageError(Param{"keep"}, "'{}' is not a number of heads (N >= 1) nor a share P%", spec);
+        throw UsageError(Param{"keep"}, "{} is not a number of heads (N >= 1) nor a share P%", quote(spec));
     if (*count > total)
-        throw Error(Param{"keep"}, "'{}' is not a number of heads from 1 to {}, nor a share P%", spec, total);
+        throw Error(Param{"keep"}, "{} is not a number of heads from 1 to {}, nor a share P%", quote(spec), total);
     return *count;
 }
 

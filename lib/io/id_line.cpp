@@ -4,22 +4,11 @@
 
 #include "io/number.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 
-void throw_bad_id(std::string_view token) {
-    // Show the token readably: control bytes escaped, a long one cut short.
-    constexpr std::size_t kShown = 32;
-    std::string shown;
-    for (const char c : token.substr(0, kShown)) {
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
-            shown += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-        else
-            shown += c;
-    }
-    if (token.size() > kShown) shown += "...";
-    throw Error("bad token id '{}'", shown);
-}
+void throw_bad_id(std::string_view token) { throw Error("bad token id {}", quote(token)); }
 
 std::int32_t parse_id(std::string_view token) {
     const auto id = token.size() <= kLongestIdToken ? parse_count<std::int32_t>(token) : std::nullopt;

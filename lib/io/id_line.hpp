@@ -12,12 +12,14 @@
 #include <string_view>
 #include <vector>
 
+#include "tensor/quote.hpp"
+
 namespace heads {
 
 // No id token is longer: a longer one is bad before it is read whole.
 inline constexpr std::size_t kLongestIdToken = 16;
 
-// One id; throws heads::Error "bad token id 'TOKEN'".
+// One id; throws heads::Error "bad token id 'TOKEN'" (TOKEN as quote() shows it).
 std::int32_t parse_id(std::string_view token);
 [[noreturn]] void throw_bad_id(std::string_view token);
 
@@ -42,7 +44,8 @@ public:
                 end_token(on_id);
             } else {
                 token_.push_back(c);
-                if (token_.size() > kLongestIdToken) throw_bad_id(token_);  // no id is this long
+                // No id is this long: bad before it ends, once the message can show it cut with "...".
+                if (token_.size() > kQuotedBytes) throw_bad_id(token_);
             }
         }
     }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/output.hpp"
 #include "tensor/error.hpp"
 
 namespace heads {
@@ -48,7 +49,7 @@ bool InputStream::fill() {
         begin_ = 0;
     }
     if (buffer_.size() - end_ < kReadSize / 2) buffer_.resize(std::max(buffer_.size() * 2, end_ + kReadSize));
-    if (std::fflush(stdout) != 0) throw std::system_error(errno, std::generic_category(), "write error");
+    flush(stdout);
     for (;;) {
         const ssize_t count = ::read(fd_, buffer_.data() + end_, buffer_.size() - end_);
         if (count > 0) {
@@ -102,7 +103,7 @@ std::size_t InputStream::read(std::span<std::byte> bytes) {
         if (begin_ == end_) {
             // A big request goes straight into the caller's memory.
             if (bytes.size() - done >= kReadSize && !at_end_) {
-                if (std::fflush(stdout) != 0) throw std::system_error(errno, std::generic_category(), "write error");
+                flush(stdout);
                 const ssize_t count = ::read(fd_, bytes.data() + done, bytes.size() - done);
                 if (count > 0) {
                     done += std::size_t(count);

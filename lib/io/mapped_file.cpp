@@ -118,10 +118,14 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& 
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw Error("{}: {}", file->name_, std::strerror(errno));
     struct stat info {};
-    if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-        const int error = S_ISDIR(info.st_mode) ? EISDIR : errno;
+    if (::fstat(fd, &info) != 0) {
+        const int error = errno;
         ::close(fd);
-        throw Error("{}: {}", file->name_, error ? std::strerror(error) : "not a regular file");
+        throw Error("{}: {}", file->name_, std::strerror(error));
+    }
+    if (!S_ISREG(info.st_mode)) {
+        ::close(fd);
+        throw Error("{}: {}", file->name_, S_ISDIR(info.st_mode) ? std::strerror(EISDIR) : "not a regular file");
     }
     file->size_ = std::size_t(info.st_size);
     if (file->size_ > 0) {

@@ -110,16 +110,23 @@ void remove_temporary_files() noexcept {
         if (const char* name = entry.exchange(nullptr)) ::unlink(name);
 }
 
-void write_all(std::FILE* out, std::span<const std::byte> bytes) {
-    if (bytes.empty()) return;
-    if (std::fwrite(bytes.data(), 1, bytes.size(), out) != bytes.size())
-        throw std::system_error(errno, std::generic_category(), "write error");
+namespace {
+
+[[noreturn]] void write_error(const Sink& out) {
+    throw std::system_error(errno, std::generic_category(), out.name + ": write error");
 }
 
-void write_all(std::FILE* out, std::string_view text) { write_all(out, std::as_bytes(std::span(text))); }
+}  // namespace
 
-void flush(std::FILE* out) {
-    if (std::fflush(out) != 0) throw std::system_error(errno, std::generic_category(), "write error");
+void write_all(const Sink& out, std::span<const std::byte> bytes) {
+    if (bytes.empty()) return;
+    if (std::fwrite(bytes.data(), 1, bytes.size(), out.file) != bytes.size()) write_error(out);
+}
+
+void write_all(const Sink& out, std::string_view text) { write_all(out, std::as_bytes(std::span(text))); }
+
+void flush(const Sink& out) {
+    if (std::fflush(out.file) != 0) write_error(out);
 }
 
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)), target_(follow_links(path_)) {
@@ -181,19 +188,23 @@ AtomicFile::~AtomicFile() {
 void AtomicFile::commit() {
     std::FILE* file = file_;
     file_ = nullptr;
-    const bool written = std::fflush(file) == 0 && !std::ferror(file);
-    int error = written ? 0 : errno;
-    if (std::fclose(file) != 0 && written) error = errno;
-    if (written && error == 0 && !temporary_.empty() && std::rename(temporary_.c_str(), target_.c_str()) != 0)
-        error = errno;
-    if (written && error == 0) {
-        // Renamed: the name is the file's now, not a temporary to remove.
-        if (slot_ >= 0) temporaries[slot_].store(nullptr);
-        slot_ = -1;
-        return;
+    // The last buffered bytes leave at the flush (ENOSPC shows there), or,
+    // on some file systems, at the close: both are write errors.
+    int error = 0;
+    if (std::fflush(file) != 0 || std::ferror(file)) error = errno ? errno : EIO;
+    if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+    if (error != 0) {
+        forget_temporary();
+        throw Error("{}: write error: {}", path_.string(), std::strerror(error));
     }
-    forget_temporary();
-    fail(path_, error ? error : EIO);
+    if (!temporary_.empty() && std::rename(temporary_.c_str(), target_.c_str()) != 0) {
+        error = errno;
+        forget_temporary();
+        fail(path_, error);
+    }
+    // Renamed: the name is the file's now, not a temporary to remove.
+    if (slot_ >= 0) temporaries[slot_].store(nullptr);
+    slot_ = -1;
 }
 
 }  // namespace heads

@@ -7,14 +7,26 @@
 #include <cstdio>
 #include <filesystem>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace heads {
 
-// Throws std::system_error(errno) when the stream cannot take all the bytes.
-void write_all(std::FILE* out, std::span<const std::byte> bytes);
-void write_all(std::FILE* out, std::string_view text);
-void flush(std::FILE* out);
+// A stream and the name its write errors give: "standard output", or the
+// path as the user gave it ("out.kv: write error: No space left on device").
+struct Sink {
+    // Implicit, for stdout; another stream bare is "the output".
+    Sink(std::FILE* file) : file(file), name(file == stdout ? "standard output" : "the output") {}
+    Sink(std::FILE* file, std::string name) : file(file), name(std::move(name)) {}
+    std::FILE* file;
+    std::string name;
+};
+
+// Throws std::system_error(errno), "NAME: write error: REASON", when the
+// stream cannot take all the bytes.
+void write_all(const Sink& out, std::span<const std::byte> bytes);
+void write_all(const Sink& out, std::string_view text);
+void flush(const Sink& out);
 
 // An output file that never destroys what PATH names and never shows half a
 // result, as `-o FILE` must behave (DESIGN.md):
@@ -36,7 +48,8 @@ public:
     AtomicFile& operator=(const AtomicFile&) = delete;
     ~AtomicFile();
 
-    std::FILE* get() const { return file_; }
+    // The stream, named by the path as given.
+    Sink get() const { return {file_, path_.string()}; }
     const std::filesystem::path& path() const { return path_; }
     // Flush, close and rename (or only flush and close, for a direct
     // write); throws heads::Error "PATH: reason" on failure.

@@ -14,8 +14,16 @@ namespace heads {
 // table, and a bound on what /dev/zero given as one would cost.
 inline constexpr std::size_t kMaxSmallFile = std::size_t(64) << 20;
 
-// The file's bytes (a pipe too: --mask-heads @<(...)); throws heads::Error
-// "PATH: cannot read WHAT: REASON", or "PATH: WHAT is larger than 64 MiB".
-std::string read_file(const std::filesystem::path& path, std::string_view what = "the file");
+// What read_file() accepts besides regular files.
+enum class FileKinds {
+    readable,      // also pipes and devices: --mask-heads @<(...)
+    regular_only,  // a file of a model directory: a FIFO there is refused at once, never waited on
+};
+
+// The file's bytes; throws heads::Error "PATH: cannot read WHAT: REASON"
+// (REASON "Is a directory", "not a regular file", or the system's), or
+// "PATH: WHAT is larger than 64 MiB".
+std::string read_file(const std::filesystem::path& path, std::string_view what = "the file",
+                      FileKinds kinds = FileKinds::readable);
 
 }  // namespace heads

@@ -11,6 +11,7 @@
 #include "io/number.hpp"
 #include "kv/budgets.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -237,7 +238,7 @@ HeadPolicySpec parse_head_policy(std::string_view name) {
     if (spec.method == "headkv") spec.beta = 1.5;
     const auto allowed = extra_keys(spec.method);
     const auto bad = [&](std::string_view part, std::string_view want) {
-        return Error("KV cache policy '{}': bad '{}' ({})", name, part, want);
+        return Error("KV cache policy {}: bad {} ({})", quote(name), quote(part), want);
     };
     bool budget = false;
     while (!rest.empty()) {
@@ -247,7 +248,7 @@ HeadPolicySpec parse_head_policy(std::string_view name) {
         if (eq == std::string_view::npos || value.empty()) throw bad(part, "KEY=VALUE");
         const bool known = key == "budget" || key == "sink" || key == "recent" ||
                            std::find(allowed.begin(), allowed.end(), key) != allowed.end();
-        if (!known) throw Error("KV cache policy '{}': {} takes no '{}'", name, spec.method, key);
+        if (!known) throw Error("KV cache policy {}: {} takes no {}", quote(name), spec.method, quote(key));
         const auto count = parse_count(value);
         if (key == "budget") {
             budget = true;
@@ -276,9 +277,9 @@ HeadPolicySpec parse_head_policy(std::string_view name) {
             spec.scores = std::string(value);
         }
     }
-    if (!budget) throw Error("KV cache policy '{}': {} needs a budget (budget=30% or budget=SLOTS)", name, spec.method);
+    if (!budget) throw Error("KV cache policy {}: {} needs a budget (budget=30% or budget=SLOTS)", quote(name), spec.method);
     if (spec.head_aware() && spec.by.empty())
-        throw Error("KV cache policy '{}': {} needs the head table's column (by=COLUMN)", name, spec.method);
+        throw Error("KV cache policy {}: {} needs the head table's column (by=COLUMN)", quote(name), spec.method);
     return spec;
 }
 

@@ -11,9 +11,11 @@
 #include <fmt/ranges.h>
 
 #include "io/id_line.hpp"
+#include "kv/policy.hpp"
 #include "io/number.hpp"
 #include "safetensors/keys.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -123,9 +125,15 @@ Frame kv_to_frame(const KvCache& cache, const KvFrameInfo& info, const KvReceive
     return frame;
 }
 
-std::string kv_frame_policy(const Frame& frame) {
+std::string kv_frame_policy(const Frame& frame, const std::string& where) {
     const auto policy = frame.metadata.find(keys::policy);
-    return policy == frame.metadata.end() ? KvFrameInfo().policy : policy->second;
+    if (policy == frame.metadata.end()) return KvFrameInfo().policy;
+    try {
+        make_kv_policy(policy->second);
+    } catch (const Error& error) {
+        throw Error("{}: heads.policy: {}", where, error.what());
+    }
+    return policy->second;
 }
 
 namespace {
@@ -262,13 +270,13 @@ std::vector<float> slot_values(const Tensor& t, const std::string& where, const 
 KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     const auto kind = frame.metadata.find(keys::kind);
     if (kind == frame.metadata.end() || kind->second != kinds::kv)
-        throw Error("{}: not a KV frame (heads.kind is '{}')", where, kind == frame.metadata.end() ? "" : kind->second);
+        throw Error("{}: not a KV frame (heads.kind is {})", where, quote(kind == frame.metadata.end() ? "" : kind->second));
     KvFrameContents contents;
     contents.metadata = frame.metadata;
     const auto model = frame.metadata.find(keys::model);
     if (model == frame.metadata.end()) throw Error("{}: the KV frame has no heads.model", where);
     contents.info.model = model->second;
-    contents.info.policy = kv_frame_policy(frame);
+    contents.info.policy = kv_frame_policy(frame, where);
     if (const auto tokens = frame.metadata.find(keys::tokens); tokens != frame.metadata.end()) {
         try {
             parse_ids(tokens->second, contents.info.tokens);
@@ -278,7 +286,7 @@ KvFrameContents kv_from_frame(const Frame& frame, const std::string& where) {
     }
     if (const auto recent = frame.metadata.find(keys::recent_queries); recent != frame.metadata.end()) {
         const auto value = parse_count(recent->second);
-        if (!value) throw Error("{}: heads.recent_queries: bad count '{}'", where, recent->second);
+        if (!value) throw Error("{}: heads.recent_queries: bad count {}", where, quote(recent->second));
         contents.recent_queries = *value;
     }
     std::vector<LayerTensors> layers;

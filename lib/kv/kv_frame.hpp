@@ -64,8 +64,10 @@ struct KvFrameContents {
     std::int64_t recent_queries = 0;  // heads.recent_queries, 0 when absent
 };
 
-// The policy a KV frame says made it (heads.policy; "full" when it says none).
-std::string kv_frame_policy(const Frame& frame);
+// The policy a KV frame says made it (heads.policy; "full" when it says
+// none), checked: throws heads::Error "WHERE: heads.policy: ..." for one
+// make_kv_policy() refuses, so that the frame is named, not only the spec.
+std::string kv_frame_policy(const Frame& frame, const std::string& where);
 
 // Checks the frame's kind, tensors, shapes and dtypes; throws heads::Error
 // "WHERE: what is wrong".

@@ -10,6 +10,7 @@
 #include "io/number.hpp"
 #include "kv/head_policy.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -132,7 +133,7 @@ std::pair<std::string_view, std::optional<SlotType>> split_slot_type(std::string
 
 std::int64_t window_count(std::string_view text, std::string_view what) {
     const auto value = parse_count(text);
-    if (!value) throw Error("KV cache policy window: bad {} '{}' (a count >= 0)", what, text);
+    if (!value) throw Error("KV cache policy window: bad {} {} (a count >= 0)", what, quote(text));
     return *value;
 }
 
@@ -141,8 +142,8 @@ std::int64_t window_count(std::string_view text, std::string_view what) {
 std::unique_ptr<KvPolicy> make_kv_policy(std::string_view spec, const KvHeadScores& head_scores) {
     const auto [name, type] = split_slot_type(spec);
     if (type) {
-        if (*type == SlotType::f32) throw Error("KV cache policy '{}': slots are f32 without a suffix (+bf16, +q8 or +q4)", spec);
-        if (name.empty()) throw Error("KV cache policy '{}': +{} follows a policy (e.g. full+{})", spec, slot_type_name(*type), slot_type_name(*type));
+        if (*type == SlotType::f32) throw Error("KV cache policy {}: slots are f32 without a suffix (+bf16, +q8 or +q4)", quote(spec));
+        if (name.empty()) throw Error("KV cache policy {}: +{} follows a policy (e.g. full+{})", quote(spec), slot_type_name(*type), slot_type_name(*type));
         return std::make_unique<QuantizedPolicy>(make_kv_policy(name, head_scores), *type);
     }
     if (name == "full" || name.empty()) return std::make_unique<FullPolicy>();
@@ -151,15 +152,15 @@ std::unique_ptr<KvPolicy> make_kv_policy(std::string_view spec, const KvHeadScor
         const auto args = name.substr(7);
         const auto colon = args.find(':');
         if (colon == std::string_view::npos)
-            throw Error("KV cache policy '{}': window takes SINK:RECENT (e.g. window:4:252)", name);
+            throw Error("KV cache policy {}: window takes SINK:RECENT (e.g. window:4:252)", quote(name));
         const std::int64_t sink = window_count(args.substr(0, colon), "sink count");
         const std::int64_t recent = window_count(args.substr(colon + 1), "recent count");
-        if (recent < 1) throw Error("KV cache policy '{}': the recent window must hold at least 1 position", name);
+        if (recent < 1) throw Error("KV cache policy {}: the recent window must hold at least 1 position", quote(name));
         return std::make_unique<WindowPolicy>(sink, recent);
     }
-    throw Error("unknown KV cache policy '{}' (heads knows: full, window:SINK:RECENT, and with budget=B: window, h2o, "
+    throw Error("unknown KV cache policy {} (heads knows: full, window:SINK:RECENT, and with budget=B: window, h2o, "
                 "snapkv, pyramid, adakv, headkv, razor, duo; any of them +bf16, +q8 or +q4)",
-                name);
+                quote(name));
 }
 
 std::string_view eviction_policy(std::string_view name) { return split_slot_type(name).first; }

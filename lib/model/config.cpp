@@ -1,6 +1,7 @@
 #include "model/config.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +13,21 @@ namespace heads {
 namespace {
 
 using Json = nlohmann::json;
+
+// Bounds far above any Llama-family model (Llama 3.1 405B has 126 layers of
+// 128 heads, d_model 16384, d_ff 53248; Gemma's vocabulary is 256000), so
+// that a config.json asking for absurd sizes is an error naming it, not
+// "out of memory" or an overflow further on.
+constexpr std::int64_t kMaxLayers = 4096;
+constexpr std::int64_t kMaxHeads = 4096;              // per layer, query or KV
+constexpr std::int64_t kMaxLayerHeads = 1 << 20;      // num_hidden_layers x num_attention_heads
+constexpr std::int64_t kMaxWidth = std::int64_t(1) << 24;  // hidden_size, intermediate_size, vocab_size, head_dim
+// Positions are int32 in KV frames (kv.L.pos).
+constexpr std::int64_t kMaxPositions = std::numeric_limits<std::int32_t>::max();
+
+void at_most(std::int64_t value, std::int64_t bound, std::string_view what, const std::string& where) {
+    if (value > bound) throw Error("{}: {} is {}, more than heads supports ({})", where, what, value, bound);
+}
 
 std::int64_t integer(const Json& config, const char* key, const std::string& where) {
     const auto found = config.find(key);
@@ -187,6 +203,14 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     c.vocab_size = integer(config, "vocab_size", where);
     const bool mistral = c.architecture == "MistralForCausalLM";
     c.max_seq_len = integer_or(config, "max_position_embeddings", mistral ? 131072 : 2048, where);
+    at_most(c.n_layers, kMaxLayers, "\"num_hidden_layers\"", where);
+    at_most(c.n_heads_unpruned, kMaxHeads, "\"num_attention_heads\"", where);
+    at_most(c.n_kv_heads_unpruned, kMaxHeads, "\"num_key_value_heads\"", where);
+    at_most(c.n_layers * c.n_heads_unpruned, kMaxLayerHeads, "\"num_hidden_layers\" x \"num_attention_heads\"", where);
+    at_most(c.d_model, kMaxWidth, "\"hidden_size\"", where);
+    at_most(c.d_ff, kMaxWidth, "\"intermediate_size\"", where);
+    at_most(c.vocab_size, kMaxWidth, "\"vocab_size\"", where);
+    at_most(c.max_seq_len, kMaxPositions, "\"max_position_embeddings\"", where);
     if (c.n_heads_unpruned % c.n_kv_heads_unpruned != 0)
         throw Error("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.n_heads_unpruned,
                     c.n_kv_heads_unpruned);
@@ -194,6 +218,7 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
         throw Error("{}: hidden_size {} is not a multiple of num_attention_heads {}", where, c.d_model,
                     c.n_heads_unpruned);
     c.head_dim = integer_or(config, "head_dim", c.d_model / c.n_heads_unpruned, where);
+    at_most(c.head_dim, kMaxWidth, "\"head_dim\"", where);
     if (c.head_dim % 2 != 0) throw Error("{}: head_dim {} is odd; rotary embedding needs pairs", where, c.head_dim);
     c.rms_norm_eps = number_or(config, "rms_norm_eps", 1e-6, where);
     c.rope = {c.head_dim, number_or(config, "rope_theta", 10000.0, where), c.max_seq_len, rope_scaling_of(config, where)};
@@ -218,9 +243,12 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     return c;
 }
 
+std::string read_config_json(const std::filesystem::path& model_dir) {
+    return read_file(model_dir / "config.json", "the model's config.json", FileKinds::regular_only);
+}
+
 LlamaConfig read_config(const std::filesystem::path& model_dir) {
-    const auto path = model_dir / "config.json";
-    return parse_config(read_file(path, "the model's config.json"), path.string());
+    return parse_config(read_config_json(model_dir), (model_dir / "config.json").string());
 }
 
 std::string head_layout_json(const std::vector<LayerHeads>& layers) {

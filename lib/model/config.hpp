@@ -51,6 +51,9 @@ struct LlamaConfig {
 // Throws heads::Error "WHERE: what is wrong" (WHERE names the file).
 LlamaConfig parse_config(std::string_view json, const std::string& where);
 LlamaConfig read_config(const std::filesystem::path& model_dir);
+// The bytes of MODEL_DIR/config.json (a regular file: a directory or FIFO
+// there is an error naming it), for parse_config() and the fingerprint.
+std::string read_config_json(const std::filesystem::path& model_dir);
 
 // The "head_layout" value for config.json (what prune-heads writes).
 std::string head_layout_json(const std::vector<LayerHeads>& layers);

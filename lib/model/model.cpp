@@ -6,10 +6,11 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "io/read_file.hpp"
+#include "model/config.hpp"
 #include "model/weight_cache.hpp"
 #include "model/weights.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 
@@ -17,7 +18,7 @@ Precision precision_named(std::string_view name) {
     if (name == "auto") return Precision::automatic;
     if (name == "f32") return Precision::f32;
     if (name == "bf16") return Precision::bf16;
-    throw Error("unknown precision '{}' (heads knows: auto, f32, bf16)", name);
+    throw Error("unknown precision {} (heads knows: auto, f32, bf16)", quote(name));
 }
 
 namespace {
@@ -72,7 +73,7 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     auto model = std::shared_ptr<Model>(new Model());
     if (!std::filesystem::exists(dir / "config.json"))
         throw Error("{}: not a model directory (no config.json)", dir.string());
-    const std::string config_json = read_file(dir / "config.json", "the model's config.json");
+    const std::string config_json = read_config_json(dir);
     model->config_ = parse_config(config_json, (dir / "config.json").string());
     model->dir_ = dir;
     auto weights = std::make_shared<WeightFiles>(WeightFiles::open(dir));

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/read_file.hpp"
+#include "model/config.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
 
@@ -23,7 +24,7 @@ std::vector<std::filesystem::path> weight_paths(const std::filesystem::path& dir
         throw Error("{}: no model.safetensors or model.safetensors.index.json", dir.string());
     nlohmann::json json;
     try {
-        json = nlohmann::json::parse(read_file(index));
+        json = nlohmann::json::parse(read_file(index, "the model's weight index", FileKinds::regular_only));
     } catch (const nlohmann::json::exception& error) {
         throw Error("{}: not valid JSON: {}", index.string(), error.what());
     }
@@ -98,7 +99,7 @@ std::string model_fingerprint(std::string_view config_json, const WeightFiles& w
 }
 
 std::string model_fingerprint(const std::filesystem::path& model_dir) {
-    const std::string config = read_file(model_dir / "config.json", "the model's config.json");
+    const std::string config = read_config_json(model_dir);
     return model_fingerprint(config, WeightFiles::open(model_dir));
 }
 

@@ -378,7 +378,7 @@ void check_pooling(const LlamaConfig& source, std::int64_t kv_heads) {
 
 void write_edited_model(const fs::path& source, const fs::path& target_path, const HeadEdit& edit) {
     const fs::path target = target_path.has_filename() ? target_path : target_path.parent_path();
-    const std::string source_config = read_file(source / "config.json", "the model's config.json");
+    const std::string source_config = read_config_json(source);
     const LlamaConfig config = parse_config(source_config, (source / "config.json").string());
     const WeightFiles weights = WeightFiles::open(source);
     const std::vector<LayerPlan> plans =
@@ -400,7 +400,7 @@ void write_edited_model(const fs::path& source, const fs::path& target_path, con
     }
     if (const fs::path index = source / "model.safetensors.index.json";
         weights.files().size() != 1 || weights.files()[0].path.filename() != "model.safetensors") {
-        Json json = Json::parse(read_file(index, "the model's weight index"));
+        Json json = Json::parse(read_file(index, "the model's weight index", FileKinds::regular_only));
         json["weight_map"] = weight_map;
         json["metadata"]["total_size"] = total;
         write_text(built.path() / index.filename(), json.dump(2) + "\n");

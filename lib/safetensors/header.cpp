@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -13,47 +14,47 @@ namespace {
 using Json = nlohmann::json;
 
 std::uint64_t checked_offset(const Json& value, const std::string& name) {
-    if (!value.is_number_unsigned()) throw Error("tensor '{}': data_offsets must be two non-negative integers", name);
+    if (!value.is_number_unsigned()) throw Error("tensor {}: data_offsets must be two non-negative integers", quote(name));
     return value.get<std::uint64_t>();
 }
 
 HeaderEntry parse_entry(const std::string& name, const Json& value) {
-    if (!value.is_object()) throw Error("tensor '{}': its entry is not a JSON object", name);
+    if (!value.is_object()) throw Error("tensor {}: its entry is not a JSON object", quote(name));
     const auto dtype_field = value.find("dtype");
     const auto shape_field = value.find("shape");
     const auto offsets_field = value.find("data_offsets");
     if (dtype_field == value.end() || shape_field == value.end() || offsets_field == value.end())
-        throw Error("tensor '{}': needs dtype, shape and data_offsets", name);
+        throw Error("tensor {}: needs dtype, shape and data_offsets", quote(name));
 
     HeaderEntry entry;
     entry.spec.name = name;
-    if (!dtype_field->is_string()) throw Error("tensor '{}': dtype is not a string", name);
+    if (!dtype_field->is_string()) throw Error("tensor {}: dtype is not a string", quote(name));
     const auto& dtype_text = dtype_field->get_ref<const std::string&>();
     const auto dtype = dtype_from_name(dtype_text);
-    if (!dtype) throw Error("tensor '{}': unknown dtype '{}'", name, dtype_text);
+    if (!dtype) throw Error("tensor {}: unknown dtype {}", quote(name), quote(dtype_text));
     entry.spec.dtype = *dtype;
 
-    if (!shape_field->is_array()) throw Error("tensor '{}': shape is not an array", name);
+    if (!shape_field->is_array()) throw Error("tensor {}: shape is not an array", quote(name));
     // Count bytes in 128 bits so that no hostile shape can overflow.
     unsigned __int128 bytes = dtype_size(*dtype);
     for (const auto& extent : *shape_field) {
         if (!extent.is_number_unsigned())
-            throw Error("tensor '{}': shape must hold non-negative integers", name);
+            throw Error("tensor {}: shape must hold non-negative integers", quote(name));
         const auto value_extent = extent.get<std::uint64_t>();
         if (value_extent > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
-            throw Error("tensor '{}': extent {} is too large", name, value_extent);
+            throw Error("tensor {}: extent {} is too large", quote(name), value_extent);
         bytes *= value_extent;
-        if (bytes > std::numeric_limits<std::uint64_t>::max()) throw Error("tensor '{}': shape is too large", name);
+        if (bytes > std::numeric_limits<std::uint64_t>::max()) throw Error("tensor {}: shape is too large", quote(name));
         entry.spec.shape.push_back(std::int64_t(value_extent));
     }
 
     if (!offsets_field->is_array() || offsets_field->size() != 2)
-        throw Error("tensor '{}': data_offsets must be two non-negative integers", name);
+        throw Error("tensor {}: data_offsets must be two non-negative integers", quote(name));
     entry.begin = checked_offset((*offsets_field)[0], name);
     entry.end = checked_offset((*offsets_field)[1], name);
-    if (entry.end < entry.begin) throw Error("tensor '{}': data_offsets [{}, {}] end before they begin", name, entry.begin, entry.end);
+    if (entry.end < entry.begin) throw Error("tensor {}: data_offsets [{}, {}] end before they begin", quote(name), entry.begin, entry.end);
     if (entry.end - entry.begin != bytes)
-        throw Error("tensor '{}': {} {} needs {} bytes, data_offsets [{}, {}] hold {}", name, dtype_text,
+        throw Error("tensor {}: {} {} needs {} bytes, data_offsets [{}, {}] hold {}", quote(name), dtype_text,
                     shape_string(entry.spec.shape), std::uint64_t(bytes), entry.begin, entry.end, entry.end - entry.begin);
     return entry;
 }
@@ -76,7 +77,7 @@ Header parse_header(std::string_view json) {
         if (name == "__metadata__") {
             if (!value.is_object()) throw Error("__metadata__ is not a JSON object");
             for (const auto& [key, text] : value.items()) {
-                if (!text.is_string()) throw Error("__metadata__ '{}' is not a string", key);
+                if (!text.is_string()) throw Error("__metadata__ {} is not a string", quote(key));
                 header.metadata.emplace(key, text.get<std::string>());
             }
             continue;
@@ -90,10 +91,10 @@ Header parse_header(std::string_view json) {
     const HeaderEntry* previous = nullptr;
     for (const auto& entry : header.tensors) {
         if (entry.begin < header.data_size)
-            throw Error("tensors '{}' and '{}' overlap", previous->spec.name, entry.spec.name);
+            throw Error("tensors {} and {} overlap", quote(previous->spec.name), quote(entry.spec.name));
         if (entry.begin > header.data_size)
-            throw Error("{} bytes of the data before tensor '{}' belong to no tensor", entry.begin - header.data_size,
-                        entry.spec.name);
+            throw Error("{} bytes of the data before tensor {} belong to no tensor", entry.begin - header.data_size,
+                        quote(entry.spec.name));
         header.data_size = entry.end;
         previous = &entry;
     }
@@ -109,7 +110,7 @@ std::string serialize_header(const std::vector<TensorSpec>& tensors, const Metad
     std::uint64_t offset = 0;
     for (const auto& spec : tensors) {
         if (spec.name == "__metadata__") throw Error("a tensor cannot be named __metadata__");
-        if (root.contains(spec.name)) throw Error("two tensors named '{}' in one frame", spec.name);
+        if (root.contains(spec.name)) throw Error("two tensors named {} in one frame", quote(spec.name));
         const std::uint64_t bytes = std::uint64_t(element_count(spec.shape)) * dtype_size(spec.dtype);
         root[spec.name] = {{"dtype", dtype_name(spec.dtype)}, {"shape", spec.shape}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;

@@ -5,8 +5,8 @@
 
 namespace heads {
 
-FrameWriter::FrameWriter(std::FILE* out, const std::vector<TensorSpec>& tensors, const Metadata& metadata)
-    : out_(out) {
+FrameWriter::FrameWriter(Sink out, const std::vector<TensorSpec>& tensors, const Metadata& metadata)
+    : out_(std::move(out)) {
     const std::string header = serialize_header(tensors, metadata);
     for (const auto& spec : tensors) expected_ += std::uint64_t(element_count(spec.shape)) * dtype_size(spec.dtype);
     write_all(out_, header);
@@ -25,7 +25,7 @@ void FrameWriter::finish() {
         throw Error("frame writer: {} of the {} bytes of tensor data were written", written_, expected_);
 }
 
-void write_frame(std::FILE* out, const Frame& frame) {
+void write_frame(const Sink& out, const Frame& frame) {
     std::vector<TensorSpec> specs;
     specs.reserve(frame.size());
     for (const auto& [name, tensor] : frame) specs.push_back({name, tensor.dtype(), tensor.shape()});

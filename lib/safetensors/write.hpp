@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "io/output.hpp"
 #include "safetensors/frame.hpp"
 #include "safetensors/header.hpp"
 
@@ -20,7 +21,7 @@ namespace heads {
 // byte count matches. Nothing is flushed here: the tool decides when.
 class FrameWriter {
 public:
-    FrameWriter(std::FILE* out, const std::vector<TensorSpec>& tensors, const Metadata& metadata);
+    FrameWriter(Sink out, const std::vector<TensorSpec>& tensors, const Metadata& metadata);
 
     void write(std::span<const std::byte> bytes);
     template <class T> void write(std::span<const T> values) { write(std::as_bytes(values)); }
@@ -28,13 +29,13 @@ public:
     void finish();
 
 private:
-    std::FILE* out_;
+    Sink out_;
     std::uint64_t expected_ = 0;
     std::uint64_t written_ = 0;
 };
 
 // The whole frame: header, then each tensor's bytes from its own memory.
-void write_frame(std::FILE* out, const Frame& frame);
+void write_frame(const Sink& out, const Frame& frame);
 
 // A .safetensors file holding `frame`, written atomically (temporary + rename).
 void write_frame_file(const std::filesystem::path& path, const Frame& frame);

@@ -5,13 +5,14 @@
 
 #include "io/number.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads::sampling {
 
 std::pair<std::int32_t, float> parse_logit_bias(std::string_view spec) {
     const auto bad = [&] {
         return UsageError(Param{"logit_bias"},
-                          "bad logit bias '{}' (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", spec);
+                          "bad logit bias {} (expected ID=BIAS, ID+BIAS or ID-BIAS; BIAS may be -inf)", quote(spec));
     };
     const auto op = spec.find_first_of("=+-");
     if (op == std::string_view::npos || op == 0) throw bad();

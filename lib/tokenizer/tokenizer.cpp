@@ -2,6 +2,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include "io/read_file.hpp"
 #include "tensor/error.hpp"
 #include "tokenizer/model_spec.hpp"
 #include "tokenizer/stream_decoder.hpp"
@@ -37,8 +38,12 @@ std::unique_ptr<sentencepiece::SentencePieceProcessor> load(const std::filesyste
     } else if (!std::filesystem::exists(path)) {
         throw Error("{}: no such model or tokenizer", path.string());
     }
+    // Read here, not by sentencepiece: a directory or FIFO named tokenizer.model
+    // is an error naming it, where sentencepiece would say only "underflow
+    // error" or wait for a writer.
+    const std::string bytes = read_file(file, "the tokenizer", FileKinds::regular_only);
     auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = processor->Load(file.string());
+    const auto status = processor->LoadFromSerializedProto(bytes);
     if (!status.ok()) throw Error("{}: not a sentencepiece model ({})", file.string(), status.message());
     return processor;
 }

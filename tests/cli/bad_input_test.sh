@@ -271,5 +271,58 @@ cp "$model"/config.json "$model"/tokenizer.model fifo_model/
 mkfifo fifo_model/model.safetensors
 as=infer expect 1 "fifo_model/model.safetensors: not a regular file" timeout 20 "$infer" -t 1 -m fifo_model prompt.ids
 
+# 13. Errors name their "where": the file of a model directory that is a
+# directory or a FIFO, the output a write failed on, the config.json that
+# asks for too much, the frame whose policy is bad, the head table.
+for name in tokenizer.model config.json; do
+    rm -rf odd_model && mkdir odd_model
+    cp "$model"/* odd_model/
+    rm odd_model/$name && mkdir odd_model/$name
+    if [ $name = config.json ]; then
+        what="the model's config.json" run=("$infer" -t 1 -m odd_model prompt.ids)
+    else
+        what="the tokenizer" run=("$tokenize" -m odd_model prompt.txt)
+    fi
+    expect 1 "odd_model/$name: cannot read $what: Is a directory" "${run[@]}"
+    rmdir odd_model/$name && mkfifo odd_model/$name
+    as=$(basename "${run[0]}") expect 1 "odd_model/$name: cannot read $what: not a regular file" timeout 20 "${run[@]}"
+done
+if [ -c /dev/full ]; then
+    as=tokenize expect 1 "standard output: write error: No space left on device" \
+        bash -c 'exec "$0" prompt.txt > /dev/full' "$tokenize"
+    as=infer expect 1 "standard output: write error: No space left on device" \
+        bash -c 'exec "$0" -t 1 prompt.ids > /dev/full' "$infer"
+    as=decode expect 1 "standard output: write error: No space left on device" \
+        bash -c 'exec "$0" -t 1 -n 2 prompt.ids > /dev/full' "$decode"
+    # Frames are larger than the stream's buffer: the failed write is named, not only the final flush.
+    expect 1 "/dev/full: write error: No space left on device" "$infer" -t 1 -o /dev/full prompt.ids
+    expect 1 "/dev/full: write error: No space left on device" "$decode" -t 1 -n 2 --logprobs 1 /dev/full prompt.ids
+fi
+for case in "num_hidden_layers 1000000000 4096" "num_attention_heads 1000000000 4096" \
+    "max_position_embeddings 1000000000000 2147483647" "vocab_size 100000000000 16777216"; do
+    read -r key value cap <<< "$case"
+    rm -rf huge && cp -r "$model" huge
+    /usr/bin/python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c[sys.argv[2]] = json.loads(sys.argv[3]); json.dump(c, open(sys.argv[1], "w"))' \
+        huge/config.json "$key" "$value"
+    expect 1 "huge/config.json: \"$key\" is $value, more than heads supports \($cap\)" "$infer" -t 1 -m huge prompt.ids
+done
+/usr/bin/python3 - frame.kv bad_policy.kv <<'PY'
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+size = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + size])
+header["__metadata__"]["heads.policy"] = "window:budget=abc"
+text = json.dumps(header).encode()
+text += b" " * (-len(text) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
+PY
+expect 1 "bad_policy.kv: frame 1: heads.policy: KV cache policy 'window:budget=abc': bad 'budget=abc'" \
+    "$decode" -t 1 -n 1 --kv bad_policy.kv
+printf 'layer\thead\tkv_head\tablation\n0\t0\t0\t0.5\n0\tx\t0\t1\n' > bad_table.tsv
+expect 1 "bad_table.tsv:3: 'x' is not a layer/head number" \
+    "$decode" -t 1 -n 1 --kv-policy razor:budget=50%:scores=bad_table.tsv:by=ablation prompt.ids
+expect 1 "folder: cannot read the head table: Is a directory" \
+    "$decode" -t 1 -n 1 --kv-policy razor:budget=50%:scores=folder:by=ablation prompt.ids
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

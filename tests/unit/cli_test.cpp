@@ -204,19 +204,22 @@ TEST_CASE("Output: a file appears whole at commit, or not at all") {
     TempDir dir;
     {
         cli::Output out((dir / "o").string());
-        std::fputs("partial", out.get());
+        std::fputs("partial", out.get().file);
         CHECK(!std::filesystem::exists(dir / "o"));
         // destroyed without commit: an error happened
     }
     CHECK(std::filesystem::is_empty(dir.path()));
     {
         cli::Output out((dir / "o").string());
-        std::fputs("whole\n", out.get());
+        std::fputs("whole\n", out.get().file);
         out.commit();
     }
     CHECK(read_file(dir / "o") == "whole\n");
-    CHECK(cli::Output("-").get() == stdout);
-    CHECK(cli::Output("").get() == stdout);
+    CHECK(cli::Output("-").get().file == stdout);
+    CHECK(cli::Output("").get().file == stdout);
+    // Write errors name what they write to.
+    CHECK(cli::Output("-").get().name == "standard output");
+    CHECK(cli::Output((dir / "o").string()).get().name == (dir / "o").string());
 }
 
 TEST_CASE("--precision: one spelling and one check for every tool") {

@@ -1,16 +1,22 @@
 // lib/io: the strict count parser every parser of counts shares, whole-file reads, and the id-line format.
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <string>
+#include <system_error>
 #include <string_view>
 #include <vector>
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "io/id_line.hpp"
 #include "io/number.hpp"
+#include "io/output.hpp"
 #include "io/read_file.hpp"
 #include "temp_dir.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 using namespace heads;
 using heads::test::TempDir;
@@ -48,6 +54,31 @@ TEST_CASE("read_file: every byte, or an error naming the path and what it is") {
     CHECK_THROWS_WITH_AS(read_file(dir / "none", "the head table"),
                          ((dir / "none").string() + ": cannot read the head table: No such file or directory").c_str(), Error);
     CHECK_THROWS_WITH_AS(read_file(dir.path()), (dir.path().string() + ": cannot read the file: Is a directory").c_str(), Error);
+    // A file of a model directory must be a regular file: a FIFO is refused
+    // at once (opening it would wait for a writer), and so is a device.
+    REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(read_file(dir / "fifo", "the tokenizer", FileKinds::regular_only),
+                         ((dir / "fifo").string() + ": cannot read the tokenizer: not a regular file").c_str(), Error);
+    CHECK_THROWS_WITH_AS(read_file("/dev/zero", "the model's config.json", FileKinds::regular_only),
+                         "/dev/zero: cannot read the model's config.json: not a regular file", Error);
+    CHECK_THROWS_WITH_AS(read_file(dir.path(), "the tokenizer", FileKinds::regular_only),
+                         (dir.path().string() + ": cannot read the tokenizer: Is a directory").c_str(), Error);
+    CHECK(read_file(dir / "f", "the file", FileKinds::regular_only) == bytes);
+}
+
+TEST_CASE("write errors name what was written: a file, or standard output") {
+    std::FILE* full = std::fopen("/dev/full", "w");
+    if (!full) return;
+    std::setvbuf(full, nullptr, _IONBF, 0);
+    const std::string expected = "out.kv: write error: " + std::system_category().message(ENOSPC);
+    CHECK_THROWS_WITH_AS(write_all(Sink(full, "out.kv"), "bytes"), expected.c_str(), std::system_error);
+    CHECK_THROWS_WITH_AS(write_all(Sink(full, "out.kv"), "bytes"), expected.c_str(), std::system_error);
+    std::fclose(full);
+    CHECK(Sink(stdout).name == "standard output");
+    // AtomicFile's last bytes fail at commit(): named too.
+    AtomicFile direct("/dev/full");
+    std::fputs("x", direct.get().file);
+    CHECK_THROWS_WITH_AS(direct.commit(), ("/dev/full: write error: " + std::system_category().message(ENOSPC)).c_str(), Error);
 }
 
 TEST_CASE("parse_id is strict") {
@@ -57,7 +88,7 @@ TEST_CASE("parse_id is strict") {
     for (const char* bad : {"x", "-3", "", "2147483648", "1.5", "+1", "12a", "0x10", " 1"})
         CHECK_THROWS_WITH_AS(parse_id(bad), doctest::Contains(fmt::format("bad token id '{}'", bad).c_str()), Error);
     CHECK_THROWS_WITH_AS(parse_id("1\r"), "bad token id '1\\x0d'", Error);
-    const std::string cut = "bad token id '" + std::string(32, '9') + "...'";
+    const std::string cut = "bad token id '" + std::string(kQuotedBytes, '9') + "...'";
     CHECK_THROWS_WITH_AS(parse_id(std::string(40, '9')), cut.c_str(), Error);
 }
 
@@ -91,7 +122,8 @@ TEST_CASE("IdStreamParser hands over each id when its delimiter arrives") {
 
     // A huge garbage token fails early, without collecting it all.
     IdStreamParser long_one;
-    CHECK_THROWS_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), Error);
+    const std::string cut = "bad token id '" + std::string(kQuotedBytes, '7') + "...'";
+    CHECK_THROWS_WITH_AS(long_one.feed(std::string(1000, '7'), on_id, on_line), cut.c_str(), Error);
 
     // Fed one byte at a time, the result is the same as whole.
     const std::string text = "10 20 30\n\n5\n 6  7 \n8";

@@ -95,7 +95,7 @@ TEST_CASE("a ragged cache survives a KV frame round trip, each head stored with 
     KvCache cache({2, 0}, 3);
     fill(cache, 0, 0, {0, 1, 2, 3});
     fill(cache, 0, 1, {0, 3});
-    KvFrameInfo info{"0123456789abcdef", {1, 2, 3, 4}, "window", {{6, -1}, {}}};
+    KvFrameInfo info{"0123456789abcdef", {1, 2, 3, 4}, "window:1:2", {{6, -1}, {}}};
     const Frame frame = kv_to_frame(cache, info);
     CHECK(frame.meta(keys::kind) == "kv");
     CHECK(frame.meta(keys::tokens) == "1 2 3 4");
@@ -109,12 +109,18 @@ TEST_CASE("a ragged cache survives a KV frame round trip, each head stored with 
     CHECK(frame_data_bytes(frame) == 6 * (2 * 3 * 4 + 4) + 2 * 4 * 2);
     const KvFrameContents back = kv_from_frame(frame, "frame");
     CHECK(back.info.model == "0123456789abcdef");
-    CHECK(back.info.policy == "window");
+    CHECK(back.info.policy == "window:1:2");
     CHECK(back.info.budgets == KvBudgets{{6, -1}, {}});
-    CHECK(kv_frame_policy(frame) == "window");
+    CHECK(kv_frame_policy(frame, "f") == "window:1:2");
     Frame unnamed = frame;
     unnamed.metadata.erase(std::string(keys::policy));
-    CHECK(kv_frame_policy(unnamed) == "full");
+    CHECK(kv_frame_policy(unnamed, "f") == "full");
+    // A policy the frame names but heads does not take: the frame is named.
+    Frame bad = frame;
+    bad.metadata[std::string(keys::policy)] = "window:1:x";
+    CHECK_THROWS_WITH_AS(kv_frame_policy(bad, "f.kv: frame 2"),
+                         "f.kv: frame 2: heads.policy: KV cache policy window: bad recent count 'x' (a count >= 0)", Error);
+    CHECK_THROWS_WITH_AS(kv_from_frame(bad, "f.kv: frame 2"), doctest::Contains("f.kv: frame 2: heads.policy: "), Error);
     CHECK(back.info.tokens == std::vector<std::int32_t>{1, 2, 3, 4});
     CHECK(positions(back.cache, 0, 1) == std::vector<std::int32_t>{0, 3});
     CHECK(back.cache.head(0, 1).k_f32()[4] == 301.0f);

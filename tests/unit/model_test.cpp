@@ -215,6 +215,21 @@ TEST_CASE("config.json is checked strictly") {
     const std::string mistral = R"({"architectures": ["MistralForCausalLM"], "hidden_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 50})";
     CHECK(parse_config(mistral, "c").sliding_window == 4096);
+    // Absurd sizes are refused by name, not met later as "out of memory".
+    const auto sized = [](std::string_view layers, std::string_view heads, std::string_view rest = "") {
+        return fmt::format(R"({{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": {},
+            "num_attention_heads": {}, "intermediate_size": 128, "vocab_size": 50{}}})", layers, heads, rest);
+    };
+    CHECK(parse_config(sized("4096", "256"), "c").layers.size() == 4096);
+    CHECK_THROWS_WITH_AS(parse_config(sized("1000000000", "8"), "dir/config.json"),
+                         R"(dir/config.json: "num_hidden_layers" is 1000000000, more than heads supports (4096))", Error);
+    CHECK_THROWS_WITH_AS(parse_config(sized("8", "8192"), "c"), doctest::Contains(R"("num_attention_heads" is 8192)"), Error);
+    CHECK_THROWS_WITH_AS(parse_config(sized("4096", "512"), "c"),
+                         doctest::Contains(R"("num_hidden_layers" x "num_attention_heads" is 2097152)"), Error);
+    CHECK_THROWS_WITH_AS(parse_config(sized("8", "8", R"(, "max_position_embeddings": 2147483648)"), "c"),
+                         doctest::Contains(R"("max_position_embeddings" is 2147483648)"), Error);
+    CHECK_THROWS_WITH_AS(parse_config(sized("8", "8", R"(, "head_dim": 33554432)"), "c"),
+                         doctest::Contains(R"("head_dim" is 33554432)"), Error);
 }
 
 TEST_CASE("the cache can track the attention each slot receives, step after step") {

@@ -2,11 +2,13 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
 #include <doctest/doctest.h>
 
+#include "tensor/quote.hpp"
 #include "tensor/tensor.hpp"
 
 using namespace heads;
@@ -58,4 +60,28 @@ TEST_CASE("tensors: zeros are owned and writable, views read-only, data<T> check
     CHECK(view.to_f32() == std::vector<float>{1.5f, -2.0f});
     CHECK_THROWS_AS(Tensor::zeros(DType::I32, {2}).to_f32(), std::invalid_argument);
     CHECK_THROWS_AS(Tensor::copy_of(DType::F32, {2}, t.bytes()), std::invalid_argument);  // 24 bytes for 8
+}
+
+TEST_CASE("quote: input shown whole and readable, or cut with ...") {
+    using namespace std::string_literals;
+    CHECK(quote("3.x") == "'3.x'");
+    CHECK(quote("") == "''");
+    // A NUL does not cut the message, a CR does not overwrite it.
+    CHECK(quote("1.\0002"s) == "'1.\\x002'");
+    CHECK(quote("a\rb\n\t\x7f") == "'a\\x0db\\x0a\\x09\\x7f'");
+    // Valid UTF-8 stays; invalid bytes, lone continuations, overlong forms,
+    // surrogates and C1 controls are escaped; the backslash is doubled.
+    CHECK(quote("t\xc3\xaate \xe2\x96\x81 \xf0\x9f\x98\x80") == "'t\xc3\xaate \xe2\x96\x81 \xf0\x9f\x98\x80'");
+    CHECK(quote("\xff\x80x") == "'\\xff\\x80x'");
+    CHECK(quote("\xc0\xaf") == "'\\xc0\\xaf'");
+    CHECK(quote("\xed\xa0\x80") == "'\\xed\\xa0\\x80'");
+    CHECK(quote("\xc2\x85") == "'\\xc2\\x85'");
+    CHECK(quote("\xe2\x96") == "'\\xe2\\x96'");
+    CHECK(quote("a\\x00") == "'a\\\\x00'");
+    // Long text is cut at the limit, on a character boundary.
+    CHECK(quote(std::string(48, '9')) == "'" + std::string(48, '9') + "'");
+    CHECK(quote(std::string(309, '9')) == "'" + std::string(48, '9') + "...'");
+    CHECK(quote("abcdef", 4) == "'abcd...'");
+    CHECK(quote("ab\xc3\xaa", 3) == "'ab...'");
+    CHECK(quote(std::string(1 << 20, '\0')).size() == 2 + 4 * 48 + 3);
 }

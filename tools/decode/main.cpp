@@ -15,6 +15,7 @@
 #include "io/number.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 using namespace heads;
 using namespace heads::decoding;
@@ -27,10 +28,10 @@ std::vector<int> counts(const std::string& text, std::size_t n, const char* opti
     std::string item;
     while (std::getline(in, item, ',')) {
         const auto value = parse_count<int>(item);
-        if (!value) throw UsageError("{}: bad number '{}' in '{}'", option, item, text);
+        if (!value) throw UsageError("{}: bad number {} in {}", option, quote(item), quote(text));
         out.push_back(*value);
     }
-    if (out.size() != n) throw UsageError("{}: {} numbers expected, not '{}'", option, n, text);
+    if (out.size() != n) throw UsageError("{}: {} numbers expected, not {}", option, n, quote(text));
     return out;
 }
 }  // namespace
@@ -129,7 +130,7 @@ int main(int argc, char** argv) {
         int logprobs_k = 0;
         if (!logprobs.empty()) {
             const auto k = parse_count<int>(logprobs[0]);
-            if (!k) throw UsageError("--logprobs K FILE: bad K '{}'", logprobs[0]);
+            if (!k) throw UsageError("--logprobs K FILE: bad K {}", quote(logprobs[0]));
             logprobs_k = *k;
         }
 
@@ -144,10 +145,11 @@ int main(int argc, char** argv) {
         // KV frames come with the policy that made them, which goes on acting.
         std::optional<FrameReader> frames;
         std::optional<Frame> pending_frame;
+        const auto frame_where = [&] { return fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count()); };
         if (!kv.empty()) {
             frames.emplace(kv);
             pending_frame = frames->next();
-            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame);
+            if (pending_frame && app.count("--kv-policy") == 0) o.kv_policy = kv_frame_policy(*pending_frame, frame_where());
         }
 
         Context context(cli::thread_count(threads));
@@ -178,7 +180,7 @@ int main(int argc, char** argv) {
         };
         if (frames) {
             for (; pending_frame; pending_frame = frames->next()) {
-                const std::string where = fmt::format("{}: frame {}", kv == "-" ? "<stdin>" : kv, frames->count());
+                const std::string where = frame_where();
                 const KvFrameContents contents = kv_from_frame(*pending_frame, where);
                 generate(where, contents.info.tokens, &contents);
             }

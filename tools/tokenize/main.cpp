@@ -53,7 +53,7 @@ void append_pieces(std::string& out, const heads::Tokenizer& tokenizer, const Op
 
 // Lines in batches of what is already buffered (so a pipe still streams
 // line by line), encoded on every thread, written in order.
-void encode_lines(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
+void encode_lines(const heads::Tokenizer& tokenizer, const Options& options, const heads::Sink& out) {
     constexpr std::size_t kBatchBytes = std::size_t(4) << 20;
     const int threads = heads::cli::thread_count(options.threads);
     heads::cli::LineReader reader(options.files);
@@ -89,7 +89,7 @@ void encode_lines(const heads::Tokenizer& tokenizer, const Options& options, std
 }
 
 // The whole input as one text, newlines kept, to one line.
-void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
+void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, const heads::Sink& out) {
     std::string all;
     for (const auto& file : heads::cli::input_paths(options.files)) {
         heads::InputStream input(file);
@@ -109,7 +109,7 @@ void encode_whole(const heads::Tokenizer& tokenizer, const Options& options, std
 }
 
 // Id lines to text, each piece written as soon as its characters are whole.
-void decode_lines(const heads::Tokenizer& tokenizer, const Options& options, std::FILE* out) {
+void decode_lines(const heads::Tokenizer& tokenizer, const Options& options, const heads::Sink& out) {
     heads::StreamDecoder decoder(tokenizer);
     std::string text;
     for (const auto& file : heads::cli::input_paths(options.files)) {
