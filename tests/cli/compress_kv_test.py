@@ -244,11 +244,11 @@ def main():
         expect_error(1, "the KV frame is from model ffffffffffffffff",
                      [DECODE, "-m", MODEL, "--kv", other, "-n", "3", "-o", never_ids])
         report(not os.path.exists(never_ids), "decode: nothing written after another model's frame")
-        for spec, status, text in (("h2o:budget=0", 2, "bad 'budget=0'"), ("h2o:budget=101%", 2, "bad 'budget=101%'"),
+        for spec, status, message in (("h2o:budget=0", 2, "bad 'budget=0'"), ("h2o:budget=101%", 2, "bad 'budget=101%'"),
                                    (f"razor:budget=30%:by=retrieval:scores={TABLE}", 1, "no column 'retrieval'"),
                                    (f"razor:budget=30%:by=induction:scores={other_table}", 1,
                                     "the head table is from model ffffffffffffffff")):
-            expect_error(status, text, [DECODE, "-m", MODEL, "-n", "3", "--kv-policy", spec], prompt)
+            expect_error(status, message, [DECODE, "-m", MODEL, "-n", "3", "--kv-policy", spec], prompt)
         out = os.path.join(tmp, "never.kv")
         expect_error(1, "truncated", [COMPRESS, "-m", MODEL, "--policy", "window", "--budget", "30%", "-o", out],
                      full_blob[:len(full_blob) - 100])

@@ -470,7 +470,7 @@ def test_errors(tmp):
         (["--penalty-alpha", "0.5"], "1\n", 2, "--top-k"),
         (["--mask-heads", "9.0"], "1\n", 1, "does not exist"),
         (["--mask-heads", "0.x"], "1\n", 2, "bad head"),
-        (["--kv-policy", "nope"], "1\n", 1, "unknown KV cache policy"),
+        (["--kv-policy", "nope"], "1\n", 2, "unknown KV cache policy"),
         (["--kv-policy", "window:4:4000"], "1\n", 2, "context length"),
         (["--logit-bias", "1=x"], "1\n", 2, "--logit-bias"),
         (["--logit-bias", "999=1"], "1\n", 2, "out of range"),
