@@ -257,6 +257,12 @@ expect 2 "bad head 'a.b' \(want LAYER.HEAD" "$decode" -t 1 -n 1 --mask-heads a.b
 expect 2 "bad head 'a.b' \(want LAYER.HEAD" "$infer" -t 1 --mask-heads 1.2,a.b prompt.ids
 printf '# heads to mask\n1.2\n3.x\n' > heads.list
 expect 1 "heads.list:3: bad head '3.x'" "$decode" -t 1 -n 1 --mask-heads @heads.list prompt.ids
+# 14. Input echoed in a message is quoted: a NUL does not cut the message,
+# and a long line is cut with "...".
+printf '1.2\n3.\0x\n' > nul.list
+expect 1 "nul.list:2: bad head '3.\\\\x00x'" "$decode" -t 1 -n 1 --mask-heads @nul.list prompt.ids
+printf '1.%s\n' "$(printf '9%.0s' $(seq 200))" > long.list
+expect 1 "long.list:1: bad head '1\\.9{46}\\.\\.\\.'" "$decode" -t 1 -n 1 --mask-heads @long.list prompt.ids
 expect 2 "--hidden a: 'a' is not a layer number" "$infer" -t 1 --hidden a prompt.ids
 expect 2 "--attention 4: layers are numbered 0 to 3" "$infer" -t 1 --attention 4 prompt.ids
 
