@@ -196,16 +196,21 @@ done
 
 # 8. A KV frame whose heads.tokens disagree with its slots.
 printf '1 2 3 4 5 6 7 8 9 10 11 12 13 14 15\n' | "$infer" -t 1 --kv --logits none > frame.kv
-/usr/bin/python3 - frame.kv short.kv <<'PY'
+# A copy of the KV frame SOURCE as TARGET with one metadata entry set.
+with_metadata() {
+    /usr/bin/python3 - "$@" <<'PY'
 import json, struct, sys
-data = open(sys.argv[1], "rb").read()
+source, target, key, value = sys.argv[1:5]
+data = open(source, "rb").read()
 size = struct.unpack("<Q", data[:8])[0]
 header = json.loads(data[8:8 + size])
-header["__metadata__"]["heads.tokens"] = "1 2"
+header["__metadata__"][key] = value
 text = json.dumps(header).encode()
 text += b" " * (-len(text) % 8)
-open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
+open(target, "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
 PY
+}
+with_metadata frame.kv short.kv heads.tokens "1 2"
 expect 1 "short.kv: frame 1: kv.0.pos: KV head 0 slot 2 holds position 2, but heads.tokens has 2 tokens" \
     "$decode" -t 1 -n 1 --kv short.kv
 expect 0 "" "$decode" -t 1 -n 1 --kv frame.kv
@@ -312,16 +317,7 @@ for case in "num_hidden_layers 1000000000 4096" "num_attention_heads 1000000000 
         huge/config.json "$key" "$value"
     expect 1 "huge/config.json: \"$key\" is $value, more than heads supports \($cap\)" "$infer" -t 1 -m huge prompt.ids
 done
-/usr/bin/python3 - frame.kv bad_policy.kv <<'PY'
-import json, struct, sys
-data = open(sys.argv[1], "rb").read()
-size = struct.unpack("<Q", data[:8])[0]
-header = json.loads(data[8:8 + size])
-header["__metadata__"]["heads.policy"] = "window:budget=abc"
-text = json.dumps(header).encode()
-text += b" " * (-len(text) % 8)
-open(sys.argv[2], "wb").write(struct.pack("<Q", len(text)) + text + data[8 + size:])
-PY
+with_metadata frame.kv bad_policy.kv heads.policy "window:budget=abc"
 expect 1 "bad_policy.kv: frame 1: heads.policy: KV cache policy 'window:budget=abc': bad 'budget=abc'" \
     "$decode" -t 1 -n 1 --kv bad_policy.kv
 printf 'layer\thead\tkv_head\tablation\n0\t0\t0\t0.5\n0\tx\t0\t1\n' > bad_table.tsv
