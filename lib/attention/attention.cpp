@@ -88,15 +88,27 @@ void attend_row_typed(const AttentionArgs& a, const Groups& groups, const ProbeS
     }
     if (!write_output) return;
     std::fill(acc, acc + n_group * head_dim, 0.0f);
-    for (std::int64_t s = 0; s < slots; ++s) {
-        const std::uint8_t* v = static_cast<const std::uint8_t*>(kv.v) + s * row;
-        const float v_scale = kv.v_scale_of(s);
+    const auto* values = static_cast<const std::uint8_t*>(kv.v);
+    // A slot of weight 0 (hidden, or its exp underflowed) is never read: a
+    // slot a policy dropped may hold anything, NaN included.
+    const auto add_slot = [&](std::int64_t hi, std::int64_t s) {
+        const float p = scores[hi * slots + s];
+        if (p != 0) add_row<T>(acc + hi * head_dim, p * kv.v_scale_of(s), values + s * row, head_dim);
+    };
+    std::int64_t s = 0;
+    for (; s + 4 <= slots; s += 4)
         for (std::int64_t hi = 0; hi < n_group; ++hi) {
-            const float p = scores[hi * slots + s];
-            if (p == 0) continue;
-            add_row<T>(acc + hi * head_dim, p * v_scale, v, head_dim);
+            const float* p = scores + hi * slots + s;
+            if (p[0] == 0 || p[1] == 0 || p[2] == 0 || p[3] == 0) {
+                for (std::int64_t c = s; c < s + 4; ++c) add_slot(hi, c);
+                continue;
+            }
+            const float weights[4] = {p[0] * kv.v_scale_of(s), p[1] * kv.v_scale_of(s + 1), p[2] * kv.v_scale_of(s + 2),
+                                      p[3] * kv.v_scale_of(s + 3)};
+            add_four_rows<T>(acc + hi * head_dim, weights, values + s * row, row, head_dim);
         }
-    }
+    for (; s < slots; ++s)
+        for (std::int64_t hi = 0; hi < n_group; ++hi) add_slot(hi, s);
     for (std::int64_t hi = 0; hi < n_group; ++hi) {
         float* out = a.out + i * a.out_stride + heads[hi] * head_dim;
         if (off(a, heads[hi]))

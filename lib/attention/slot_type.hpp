@@ -9,13 +9,17 @@
 //         byte (element 2j in the low nibble of byte j), scale = max|x| / 7
 // q8 and q4 keep one f32 scale per row (per slot, for its key and for its
 // value); rounding to the nearest step leaves |x - q·scale| <= scale / 2.
-// Attention reads the rows as they are stored: dot_row and add_row widen
-// them in registers, nothing is copied back into f32. Their q8 and q4 loops
-// ask for 16 numbers at a time (a register of floats; q4: 8 bytes): left to
-// itself, GCC sizes the vectors by the byte type (64 lanes) and head sizes
-// below 64 run scalar.
+// Attention reads the rows as they are stored: dot_row, add_row and
+// add_four_rows widen them in registers, nothing is copied back into f32.
+// Their q8 and q4 loops ask for 16 numbers at a time (a register of floats;
+// q4: 8 bytes): left to itself, GCC sizes the vectors by the byte type (64
+// lanes) and head sizes below 64 run scalar. f32 and bf16 rows of a
+// multiple of 16 numbers go through Lanes instead: an `omp simd` sum ends in
+// 16 dependent scalar adds per slot, which made a decode step's attention
+// over a long cache four times slower than reading the cache.
 
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string_view>
 
@@ -47,9 +51,63 @@ void quantize_row(SlotType type, const float* x, std::int64_t n, std::uint8_t* r
 // Reads one row back into out[0..n).
 void dequantize_row(SlotType type, const std::uint8_t* row, float scale, std::int64_t n, float* out);
 
+namespace slot_lanes {
+
+// 16 floats: one AVX-512 register, two AVX2 ones. The helpers are inline and
+// never cross an ABI boundary, so GCC's note that passing such vectors by
+// value depends on the ISA does not apply.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+using Lanes = float __attribute__((vector_size(64)));
+using WideBits = std::uint32_t __attribute__((vector_size(64)));
+using HalfBits = std::uint16_t __attribute__((vector_size(32)));
+constexpr std::int64_t kLanes = 16;
+
+template <SlotType T> inline Lanes load(const std::uint8_t* row, std::int64_t d) {
+    Lanes lanes;
+    if constexpr (T == SlotType::f32) {
+        std::memcpy(&lanes, row + 4 * d, sizeof lanes);
+    } else {
+        HalfBits half;
+        std::memcpy(&half, row + 2 * d, sizeof half);
+        const WideBits wide = __builtin_convertvector(half, WideBits) << 16;  // bf16 is the top half of an f32
+        std::memcpy(&lanes, &wide, sizeof lanes);
+    }
+    return lanes;
+}
+
+inline Lanes load(const float* x) {
+    Lanes lanes;
+    std::memcpy(&lanes, x, sizeof lanes);
+    return lanes;
+}
+
+inline void store(float* x, Lanes lanes) { std::memcpy(x, &lanes, sizeof lanes); }
+
+// The sum of the 16 lanes, as a tree of four adds.
+inline float sum(Lanes v) {
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
+}
+#pragma GCC diagnostic pop
+
+template <SlotType T> constexpr bool fits(std::int64_t n) {
+    return (T == SlotType::f32 || T == SlotType::bf16) && n % kLanes == 0;
+}
+
+}  // namespace slot_lanes
+
 // The kernels attention runs on a stored row, the row's scale left to the
 // caller: q · row, and out += a · row.
 template <SlotType T> inline float dot_row(const float* q, const std::uint8_t* row, std::int64_t n) {
+    if (slot_lanes::fits<T>(n)) {
+        slot_lanes::Lanes dot = {};
+        for (std::int64_t d = 0; d < n; d += slot_lanes::kLanes) dot += slot_lanes::load(q + d) * slot_lanes::load<T>(row, d);
+        return slot_lanes::sum(dot);
+    }
     float dot = 0;
     if constexpr (T == SlotType::f32) {
         const auto* x = reinterpret_cast<const float*>(row);
@@ -92,6 +150,22 @@ template <SlotType T> inline void add_row(float* out, float a, const std::uint8_
             out[2 * j + 1] += a * float(int(row[j] >> 4) - 8);
         }
         if (n % 2) out[n - 1] += a * float(int(row[n / 2] & 15) - 8);
+    }
+}
+
+// out += a[0]·row 0 + ... + a[3]·row 3, rows `stride` bytes apart. One load
+// and store of `out` for four rows: row by row, each row's adds wait for the
+// last row's store.
+template <SlotType T>
+inline void add_four_rows(float* out, const float* a, const std::uint8_t* rows, std::int64_t stride, std::int64_t n) {
+    if (!slot_lanes::fits<T>(n)) {
+        for (int r = 0; r < 4; ++r) add_row<T>(out, a[r], rows + r * stride, n);
+        return;
+    }
+    for (std::int64_t d = 0; d < n; d += slot_lanes::kLanes) {
+        const slot_lanes::Lanes sum = (a[0] * slot_lanes::load<T>(rows, d) + a[1] * slot_lanes::load<T>(rows + stride, d)) +
+                                      (a[2] * slot_lanes::load<T>(rows + 2 * stride, d) + a[3] * slot_lanes::load<T>(rows + 3 * stride, d));
+        slot_lanes::store(out + d, slot_lanes::load(out + d) + sum);
     }
 }
 
