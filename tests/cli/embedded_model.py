@@ -8,9 +8,10 @@ the model's copying away. The copying reaches across the context: decode
 continues lists of random pieces given 380 tokens of held-out text earlier,
 or from the first 100 positions to the end of the context (scripts/copy-test,
 which runs tokenize and decode), and does not with the induction heads
-masked. MODEL.md has the full table: a quarter is far below what the model
-copies there (about half), and the model before its long-range phase copied
-nothing that far back.
+masked. MODEL.md has the full table: the model copies about 80% there, so
+the bar of 60% leaves room for another CPU's rounding, and the models before
+(no long-range phase: nothing that far back; one at RoPE base 10000: 47% and
+24%) fall below it.
 
     embedded_model.py BUILD_BIN_DIR SOURCE_DIR
 """
@@ -113,8 +114,8 @@ def main():
         out = run([sys.executable, COPY_TEST, "--bin", bin_dir, "--model", MODEL, "--filler", "380",
                    "--lists", "8", "--anywhere", "--json", *extra])
         far[name] = json.loads(out)
-    report(far["intact"]["380"] >= 0.25, f"copies {100 * far['intact']['380']:.0f}% of 8 lists after 380 tokens of filler")
-    report(far["intact"]["anywhere"] >= 0.25,
+    report(far["intact"]["380"] >= 0.6, f"copies {100 * far['intact']['380']:.0f}% of 8 lists after 380 tokens of filler")
+    report(far["intact"]["anywhere"] >= 0.6,
            f"copies {100 * far['intact']['anywhere']:.0f}% of 8 lists from the first 100 positions to the context's end")
     report(max(far["masked"].values()) <= 0.05,
            f"with {every_strong} masked: {100 * far['masked']['380']:.0f}% and {100 * far['masked']['anywhere']:.0f}%")
