@@ -6,8 +6,8 @@
 # Needs a build (make build); the plots need gnuplot.
 BIN ?= build/bin
 RESULTS ?= scripts/experiments/results
-KV_FILLER ?= 50
-KV_LISTS ?= 8
+KV_FILLER ?= 380
+KV_LISTS ?= 16
 # Intermediate files (token ids, saved log-probabilities, one .ppl per point).
 KV_OUT ?= scripts/experiments/out/kv
 PYTHON ?= /usr/bin/python3
