@@ -202,6 +202,18 @@ TEST_CASE("config.json is checked strictly") {
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4}})", "config.json"),
                          doctest::Contains("unsupported rope_scaling type \"yarn\""), Error);
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": "gelu"})", "config.json"), doctest::Contains("gelu"), Error);
+    // A key of the wrong JSON type is heads::Error naming the file and the key, not nlohmann's type_error.
+    CHECK_THROWS_WITH_AS(parse_config(R"({"model_type": 5})", "config.json"),
+                         R"(config.json: "model_type" must be a string, not 5)", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": ["silu"]})", "config.json"),
+                         R"(config.json: "hidden_act" must be a string, not ["silu"])", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": 3, "factor": 2}})", "config.json"),
+                         R"(config.json: rope_scaling: "rope_type" must be a string, not 3)", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": "linear"})", "config.json"),
+                         doctest::Contains(R"("rope_scaling" must be an object or null)"), Error);
+    // A number beyond double's range is refused, never read as infinity.
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_theta": 1e999})", "config.json"),
+                         doctest::Contains("config.json: not valid JSON"), Error);
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "head_layout": {"layers": [
         {"query_heads": [0, 1], "kv_heads": [0, 1], "kv_head_of": [0, 0]},
         {"query_heads": [], "kv_heads": [], "kv_head_of": []}]}})", "config.json"),
