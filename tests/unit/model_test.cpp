@@ -7,12 +7,14 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "kv/kv_frame.hpp"
 #include "model/session.hpp"
 #include "model/weight_cache.hpp"
+#include "model/weights.hpp"
 #include "tensor/error.hpp"
 #include "temp_dir.hpp"
 
@@ -242,6 +244,23 @@ TEST_CASE("config.json is checked strictly") {
                          doctest::Contains(R"("max_position_embeddings" is 2147483648)"), Error);
     CHECK_THROWS_WITH_AS(parse_config(sized("8", "8", R"(, "head_dim": 33554432)"), "c"),
                          doctest::Contains(R"("head_dim" is 33554432)"), Error);
+}
+
+TEST_CASE("the weight index names plain files of the model directory") {
+    test::TempDir dir;
+    const auto index_naming = [&](std::string_view shard_json) {
+        std::ofstream(dir / "model.safetensors.index.json") << R"({"weight_map": {"lm_head.weight": )" << shard_json << "}}";
+        return WeightFiles::open(dir.path());
+    };
+    const std::string where = (dir / "model.safetensors.index.json").string();
+    // A NUL would open the shorter name before it ("model"): refused, shown as \x00.
+    CHECK_THROWS_WITH_AS(index_naming(R"("model\u0000.safetensors")"),
+                         (where + R"(: shard 'model\x00.safetensors' is not a file in the model directory)").c_str(), Error);
+    for (const char* shard : {R"("")", R"(".")", R"("..")", R"("../model.safetensors")", R"("/etc/passwd")"})
+        CHECK_THROWS_WITH_AS(index_naming(shard), doctest::Contains("is not a file in the model directory"), Error);
+    CHECK(parse_weight_index(R"({"weight_map": {"b": "2.st", "a": "1.st", "c": "2.st"}})", "i") ==
+          std::vector<std::string>{"1.st", "2.st"});
+    CHECK_THROWS_WITH_AS(parse_weight_index(R"({"weight_map": {}})", "i"), R"(i: "weight_map" names no shard)", Error);
 }
 
 TEST_CASE("the cache can track the attention each slot receives, step after step") {
