@@ -1,5 +1,5 @@
 #pragma once
-// infer --ppl --kl-base FILE: the log-probabilities a earlier run saved
+// infer --ppl --kl-base FILE: the log-probabilities an earlier run saved
 // (--save-logits), checked against this run before it is compared with them.
 
 #include <cstdint>
