@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <string>
+#include <type_traits>
 
 #include <sched.h>
 
@@ -50,11 +52,42 @@ CLI::Option* add_kv_type_option(CLI::App& app, std::string& kv_type) {
 
 namespace {
 
-template <class T> CLI::Validator count_fitting() {
+// An integer option: decimal digits (a sign for a signed type) within T,
+// handed on to CLI11 as plain decimal (a transform: it rewrites the text
+// before CLI11 converts it, and runs before any check). CLI11 alone clamps an int64 beyond
+// its range (-9223372036854775809 became INT64_MIN) and reads "010" as octal.
+template <class T> CLI::Validator integer_fitting() {
     return CLI::Validator(
         [](std::string& text) -> std::string {
-            if (parse_count<T>(text)) return {};
-            return fmt::format("not a number from 0 to {}: {}", std::numeric_limits<T>::max(), quote(text));
+            std::string_view body = text;
+            if (std::is_signed_v<T> && body.starts_with('+')) body.remove_prefix(1);
+            const std::size_t sign = std::is_signed_v<T> && !text.starts_with('+') && body.starts_with('-') ? 1 : 0;
+            T value{};
+            if (body.size() > sign && body.find_first_not_of("0123456789", sign) == std::string_view::npos) {
+                const auto [end, error] = std::from_chars(body.data(), body.data() + body.size(), value);
+                if (error == std::errc() && end == body.data() + body.size()) {
+                    text = fmt::format("{}", value);
+                    return {};
+                }
+            }
+            return fmt::format("not a number from {} to {}: {}", std::numeric_limits<T>::min(),
+                               std::numeric_limits<T>::max(), quote(text));
+        },
+        "");
+}
+
+// A floating-point option: finite, and within T (1e39 is no float: it became inf).
+template <class T> CLI::Validator finite_fitting() {
+    return CLI::Validator(
+        [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double value = std::strtod(text.c_str(), &end);
+            if (text.empty() || *end != '\0') return {};  // not a number: CLI11 says so
+            if (!std::isfinite(value)) return fmt::format("must be a finite number, not {}", quote(text));
+            if (std::abs(value) > double(std::numeric_limits<T>::max()))
+                return fmt::format("must be a finite number of magnitude at most {:g}, not {}",
+                                   std::numeric_limits<T>::max(), quote(text));
+            return {};
         },
         "");
 }
@@ -62,19 +95,28 @@ template <class T> CLI::Validator count_fitting() {
 }  // namespace
 
 CLI::Option* check_number(CLI::Option* option, const std::type_info& type) {
-    if (type == typeid(float) || type == typeid(double))
-        return option->check(CLI::Validator(
-            [](std::string& text) -> std::string {
-                char* end = nullptr;
-                const double value = std::strtod(text.c_str(), &end);
-                if (!text.empty() && *end == '\0' && !std::isfinite(value))
-                    return fmt::format("must be a finite number, not {}", quote(text));
-                return {};
-            },
-            ""));
-    if (type == typeid(std::uint64_t)) return option->check(count_fitting<std::uint64_t>());
-    if (type == typeid(std::uint32_t)) return option->check(count_fitting<std::uint32_t>());
+    if (type == typeid(float)) return option->check(finite_fitting<float>());
+    if (type == typeid(double)) return option->check(finite_fitting<double>());
+    if (type == typeid(std::uint64_t)) return option->transform(integer_fitting<std::uint64_t>());
+    if (type == typeid(std::uint32_t)) return option->transform(integer_fitting<std::uint32_t>());
+    if (type == typeid(std::int64_t)) return option->transform(integer_fitting<std::int64_t>());
+    if (type == typeid(std::int32_t)) return option->transform(integer_fitting<std::int32_t>());
     return option;
+}
+
+std::vector<int> parse_counts(std::string_view text, std::size_t n, std::string_view option) {
+    std::vector<int> out;
+    std::size_t start = 0;
+    while (start <= text.size() && out.size() <= n) {
+        const std::size_t comma = std::min(text.find(',', start), text.size());
+        const std::string_view item = text.substr(start, comma - start);
+        const auto value = parse_count<int>(item);
+        if (!value) throw UsageError("{}: bad number {} in {}", option, quote(item), quote(text));
+        out.push_back(*value);
+        start = comma + 1;
+    }
+    if (out.size() != n) throw UsageError("{}: {} numbers expected, not {}", option, n, quote(text));
+    return out;
 }
 
 CLI::Option* at_least(CLI::Option* option, std::int64_t least) {

@@ -37,13 +37,17 @@ CLI::Option* add_precision_option(CLI::App& app, std::string& precision);
 CLI::Option* add_kv_type_option(CLI::App& app, std::string& kv_type);
 
 // The checks a number given as an option needs, whatever it means: a
-// floating-point value must be finite (nan and inf are bad usage, not a
-// silent "0 0 0"), an unsigned one must fit (2^64 is refused, not
-// saturated). Returns `option`; CLI11's own conversion refuses the rest.
+// floating-point value must be finite and within its type (nan, inf and
+// 1e39 for a float are bad usage, not a silent "0 0 0" or inf), an integer
+// must fit (2^64 and -2^63-1 are refused, not saturated). Returns `option`;
+// CLI11's own conversion refuses the rest.
 CLI::Option* check_number(CLI::Option* option, const std::type_info& type);
 template <class T> CLI::Option* add_number(CLI::App& app, const std::string& name, T& value, const std::string& help) {
     return check_number(app.add_option(name, value, help), typeid(T));
 }
+// "5,4,5" (decode --lookahead W,N,G, --lookup-ngram MIN,MAX): exactly n
+// counts that fit an int, or heads::UsageError "OPTION: ...".
+std::vector<int> parse_counts(std::string_view text, std::size_t n, std::string_view option);
 // An option whose value, when given, must be at least `least` (its default
 // may lie below: -1 for "off"); "--beams: must be at least 1, not 0".
 CLI::Option* at_least(CLI::Option* option, std::int64_t least);

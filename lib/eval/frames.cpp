@@ -21,25 +21,6 @@ Tensor f32_copy(Shape shape, std::span<const float> values) {
 
 }  // namespace
 
-std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n_layers, std::string_view option) {
-    std::vector<std::int64_t> layers;
-    if (spec == "all") {
-        for (std::int64_t l = 0; l < n_layers; ++l) layers.push_back(l);
-        return layers;
-    }
-    std::size_t start = 0;
-    while (start <= spec.size()) {
-        const std::size_t comma = std::min(spec.find(',', start), spec.size());
-        const std::string_view item = spec.substr(start, comma - start);
-        const auto layer = parse_count(item);
-        if (!layer) throw UsageError("{} {}: {} is not a layer number (want L,L,... or all)", option, spec, quote(item));
-        if (*layer >= n_layers) throw UsageError("{} {}: layers are numbered 0 to {}", option, spec, n_layers - 1);
-        layers.push_back(*layer);
-        start = comma + 1;
-    }
-    return layers;
-}
-
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
     for (auto l : request.hidden_layers)
         if (l < 0 || l >= config.n_layers)

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eval/layer_list.hpp"
 #include "model/session.hpp"
 #include "safetensors/frame.hpp"
 
@@ -20,10 +21,6 @@ struct FrameRequest {
     bool kv = false;                            // the KV cache, with received-attention extras
     std::int64_t recent_queries = 32;
 };
-
-// "L,L,..." or "all" → layer numbers; throws heads::Error "OPTION: ..." for
-// anything else or a layer the model lacks.
-std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n_layers, std::string_view option);
 
 // Throws heads::Error for a bad layer number (checked before running).
 void check_frame_request(const FrameRequest& request, const LlamaConfig& config);

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "eval/logprob_base.hpp"
 #include "io/output.hpp"
 #include "ops/activation.hpp"
 #include "safetensors/keys.hpp"
@@ -44,24 +45,7 @@ struct Base {
 Base open_base(const std::filesystem::path& path, const Model& model, std::int64_t ctx, std::span<const std::int32_t> targets) {
     Base base;
     base.frame = read_frame_file(path);
-    const std::string where = path.string();
-    const auto kind = base.frame.metadata.find(keys::kind);
-    if (kind == base.frame.metadata.end() || kind->second != kinds::logprobs)
-        throw Error("{}: not a file of log-probabilities written by infer --ppl --save-logits", where);
-    const Tensor& log_probs = base.frame.at("log_probs");
-    const Tensor& saved_targets = base.frame.at("targets");
-    const auto saved_ctx = base.frame.metadata.find(keys::ctx);
-    if (saved_ctx == base.frame.metadata.end() || saved_ctx->second != std::to_string(ctx))
-        throw Error("{}: the base was scored with ctx {}, this run uses {}", where,
-                    saved_ctx == base.frame.metadata.end() ? "?" : saved_ctx->second, ctx);
-    if (log_probs.dtype() != DType::F32 || log_probs.rank() != 2 || log_probs.dim(1) != model.vocab_size())
-        throw Error("{}: log_probs must be F32 [predictions, {}] (this model's vocabulary)", where, model.vocab_size());
-    if (saved_targets.dtype() != DType::I32 || saved_targets.numel() != std::int64_t(targets.size()) ||
-        log_probs.dim(0) != std::int64_t(targets.size()) ||
-        !std::equal(targets.begin(), targets.end(), saved_targets.data<std::int32_t>().begin()))
-        throw Error("{}: the base scored other tokens ({} predictions; this run has {})", where, log_probs.dim(0),
-                    targets.size());
-    base.log_probs = log_probs.data<float>().data();
+    base.log_probs = check_logprob_base(base.frame, path.string(), model.vocab_size(), ctx, targets);
     return base;
 }
 

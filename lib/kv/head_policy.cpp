@@ -35,11 +35,13 @@ double parse_real(std::string_view text) {
     return value;
 }
 
-// "30%" -> 0.3 (0 < share <= 1); "1/8" is not taken.
+// "30%" -> 0.3 (0 < share <= 1); "1/8" is not taken, nor a percentage so
+// small that its share rounds to 0 (5e-324%).
 double parse_share(std::string_view text) {
     if (!text.ends_with('%')) return NAN;
     const double percent = parse_real(text.substr(0, text.size() - 1));
-    return percent > 0 && percent <= 100 ? percent / 100 : NAN;
+    const double share = percent / 100;
+    return share > 0 && share <= 1 && std::isfinite(share) ? share : NAN;
 }
 
 std::string percent(double share) { return fmt::format("{:g}%", share * 100); }
@@ -249,7 +251,7 @@ HeadPolicySpec parse_head_policy(std::string_view name) {
         const bool known = key == "budget" || key == "sink" || key == "recent" ||
                            std::find(allowed.begin(), allowed.end(), key) != allowed.end();
         if (!known) throw Error("KV cache policy {}: {} takes no {}", quote(name), spec.method, quote(key));
-        const auto count = parse_count(value);
+        const auto count = parse_count<std::int32_t>(value);  // positions are int32: so is every count
         if (key == "budget") {
             budget = true;
             if (value.ends_with('%')) {

@@ -132,7 +132,7 @@ std::pair<std::string_view, std::optional<SlotType>> split_slot_type(std::string
 }
 
 std::int64_t window_count(std::string_view text, std::string_view what) {
-    const auto value = parse_count(text);
+    const auto value = parse_count<std::int32_t>(text);  // positions are int32
     if (!value) throw Error("KV cache policy window: bad {} {} (a count >= 0)", what, quote(text));
     return *value;
 }
@@ -144,6 +144,7 @@ std::unique_ptr<KvPolicy> make_kv_policy(std::string_view spec, const KvHeadScor
     if (type) {
         if (*type == SlotType::f32) throw Error("KV cache policy {}: slots are f32 without a suffix (+bf16, +q8 or +q4)", quote(spec));
         if (name.empty()) throw Error("KV cache policy {}: +{} follows a policy (e.g. full+{})", quote(spec), slot_type_name(*type), slot_type_name(*type));
+        if (split_slot_type(name).second) throw Error("KV cache policy {}: slots have one type, not two", quote(spec));
         return std::make_unique<QuantizedPolicy>(make_kv_policy(name, head_scores), *type);
     }
     if (name == "full" || name.empty()) return std::make_unique<FullPolicy>();

@@ -1,6 +1,7 @@
 #include "model/config.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <set>
 
@@ -46,9 +47,17 @@ std::int64_t integer_or(const Json& config, const char* key, std::int64_t fallba
 double number_or(const Json& config, const char* key, double fallback, const std::string& where) {
     const auto found = config.find(key);
     if (found == config.end() || found->is_null()) return fallback;
-    if (!found->is_number() || found->get<double>() <= 0)
-        throw Error("{}: \"{}\" must be a positive number, not {}", where, key, found->dump());
+    if (!found->is_number() || !(found->get<double>() > 0) || !std::isfinite(found->get<double>()))
+        throw Error("{}: \"{}\" must be a positive finite number, not {}", where, key, found->dump());
     return found->get<double>();
+}
+
+// A string value, or `fallback` when absent or null.
+std::string string_or(const Json& config, const char* key, const std::string& fallback, const std::string& where) {
+    const auto found = config.find(key);
+    if (found == config.end() || found->is_null()) return fallback;
+    if (!found->is_string()) throw Error("{}: \"{}\" must be a string, not {}", where, key, found->dump());
+    return found->get<std::string>();
 }
 
 std::string architecture_of(const Json& config, const std::string& where) {
@@ -60,7 +69,7 @@ std::string architecture_of(const Json& config, const std::string& where) {
         throw Error("{}: unsupported architecture {} (heads runs LlamaForCausalLM and MistralForCausalLM)", where,
                     found->dump());
     }
-    const std::string type = config.value("model_type", "");
+    const std::string type = string_or(config, "model_type", "", where);
     if (type == "llama") return "LlamaForCausalLM";
     if (type == "mistral") return "MistralForCausalLM";
     throw Error("{}: unsupported model_type \"{}\" (heads runs llama and mistral)", where, type);
@@ -72,9 +81,9 @@ RopeScaling rope_scaling_of(const Json& config, const std::string& where) {
     if (found == config.end() || found->is_null()) return scaling;
     if (!found->is_object()) throw Error("{}: \"rope_scaling\" must be an object or null", where);
     const Json& s = *found;
-    std::string type = s.value("rope_type", s.value("type", ""));
-    if (type == "default") return scaling;
     const std::string key = where + ": rope_scaling";
+    const std::string type = string_or(s, "rope_type", string_or(s, "type", "", key), key);
+    if (type == "default") return scaling;
     if (type == "linear") {
         scaling.type = RopeScalingType::linear;
     } else if (type == "dynamic") {
@@ -84,6 +93,7 @@ RopeScaling rope_scaling_of(const Json& config, const std::string& where) {
         scaling.low_freq_factor = number_or(s, "low_freq_factor", 1.0, key);
         scaling.high_freq_factor = number_or(s, "high_freq_factor", 4.0, key);
         scaling.original_max_position_embeddings = integer(s, "original_max_position_embeddings", key);
+        at_most(scaling.original_max_position_embeddings, kMaxPositions, "\"original_max_position_embeddings\"", key);
         if (scaling.high_freq_factor <= scaling.low_freq_factor)
             throw Error("{}: high_freq_factor must be larger than low_freq_factor", key);
     } else {
@@ -189,7 +199,7 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     Json config;
     try {
         config = Json::parse(text);
-    } catch (const Json::parse_error& error) {
+    } catch (const Json::exception& error) {  // also a number beyond double's range (1e999)
         throw Error("{}: not valid JSON: {}", where, error.what());
     }
     if (!config.is_object()) throw Error("{}: not a JSON object", where);
@@ -228,8 +238,8 @@ LlamaConfig parse_config(std::string_view text, const std::string& where) {
     }
     // Mistral: transformers' default window is 4096, null means none; Llama has none.
     if (mistral) c.sliding_window = config.contains("sliding_window") ? integer_or(config, "sliding_window", 0, where) : 4096;
-    if (config.value("hidden_act", std::string("silu")) != "silu")
-        throw Error("{}: hidden_act \"{}\" is not supported (Llama uses silu)", where, config.value("hidden_act", ""));
+    if (const std::string act = string_or(config, "hidden_act", "silu", where); act != "silu")
+        throw Error("{}: hidden_act \"{}\" is not supported (Llama uses silu)", where, act);
     require_false(config, "attention_bias", where);
     require_false(config, "mlp_bias", where);
     c.bos_token_id = token_id_or(config, "bos_token_id", 1, c.vocab_size, where);

@@ -12,6 +12,7 @@
 #include "model/config.hpp"
 #include "safetensors/read.hpp"
 #include "tensor/error.hpp"
+#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -22,24 +23,10 @@ std::vector<std::filesystem::path> weight_paths(const std::filesystem::path& dir
     if (std::filesystem::exists(single)) return {single};
     if (!std::filesystem::exists(index))
         throw Error("{}: no model.safetensors or model.safetensors.index.json", dir.string());
-    nlohmann::json json;
-    try {
-        json = nlohmann::json::parse(read_file(index, "the model's weight index", FileKinds::regular_only));
-    } catch (const nlohmann::json::exception& error) {
-        throw Error("{}: not valid JSON: {}", index.string(), error.what());
-    }
-    if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
-        throw Error("{}: no \"weight_map\" object", index.string());
-    std::set<std::string> shards;
-    for (const auto& [name, file] : json["weight_map"].items()) {
-        if (!file.is_string()) throw Error("{}: weight_map[\"{}\"] is not a file name", index.string(), name);
-        const std::string shard = file.get<std::string>();
-        if (shard.find('/') != std::string::npos || shard == "..")
-            throw Error("{}: shard \"{}\" is not a file in the model directory", index.string(), shard);
-        shards.insert(shard);
-    }
     std::vector<std::filesystem::path> paths;
-    for (const auto& shard : shards) paths.push_back(dir / shard);
+    for (const auto& shard : parse_weight_index(read_file(index, "the model's weight index", FileKinds::regular_only),
+                                                index.string()))
+        paths.push_back(dir / shard);
     return paths;
 }
 
@@ -56,6 +43,29 @@ struct Fnv {
 };
 
 }  // namespace
+
+std::vector<std::string> parse_weight_index(std::string_view text, const std::string& where) {
+    nlohmann::json json;
+    try {
+        json = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& error) {
+        throw Error("{}: not valid JSON: {}", where, error.what());
+    }
+    if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
+        throw Error("{}: no \"weight_map\" object", where);
+    std::set<std::string> shards;
+    for (const auto& [name, file] : json["weight_map"].items()) {
+        if (!file.is_string()) throw Error("{}: weight_map[{}] is not a file name", where, quote(name));
+        const std::string shard = file.get<std::string>();
+        // A plain file name: no folder (nothing outside the model directory), no NUL (the
+        // system would read a shorter name), not the directory itself.
+        if (shard.empty() || shard == "." || shard == ".." || shard.find_first_of(std::string_view("/\0", 2)) != std::string::npos)
+            throw Error("{}: shard {} is not a file in the model directory", where, quote(shard));
+        shards.insert(shard);
+    }
+    if (shards.empty()) throw Error("{}: \"weight_map\" names no shard", where);
+    return {shards.begin(), shards.end()};
+}
 
 WeightFiles WeightFiles::open(const std::filesystem::path& model_dir) {
     WeightFiles weights;

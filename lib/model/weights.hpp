@@ -38,6 +38,12 @@ private:
     std::map<std::string, Tensor, std::less<>> tensors_;
 };
 
+// The shard files a model.safetensors.index.json names in its weight_map,
+// sorted, each once: plain file names in the model directory. Throws
+// heads::Error "WHERE: ..." for bad JSON, no weight_map, no shard, or a name
+// that is not a file of the directory ("", ".", "..", a '/' or a NUL).
+std::vector<std::string> parse_weight_index(std::string_view json, const std::string& where);
+
 // 16 hex digits: FNV-1a (64-bit) over config.json's bytes, then for each
 // weight file (in the order of files()) its JSON header and, for each tensor
 // in header order, up to 64 bytes at its start, middle and end. Cheap at load

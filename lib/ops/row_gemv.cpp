@@ -1,5 +1,6 @@
 #include "ops/row_gemv.hpp"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -188,8 +189,12 @@ std::size_t RowMatrix::nbytes() const {
 }
 
 bool row_gemv_supported() {
-    static const bool supported =
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (ECX bit 29): clang has no __builtin_cpu_supports("f16c").
+    const auto f16c = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    };
+    static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c();
     return supported;
 }
 

@@ -9,13 +9,19 @@ namespace {
 // length-delimited fields are read, fixed-width ones skipped.
 class WireReader {
 public:
+    static constexpr std::uint64_t kMaxFieldNumber = (std::uint64_t(1) << 29) - 1;
+
     explicit WireReader(std::string_view bytes) : bytes_(bytes) {}
 
     bool done() const { return at_ == bytes_.size(); }
 
     // The next field's number and wire type.
     void next_field(std::uint32_t& number, std::uint32_t& wire_type) {
+        const std::size_t start = at_;
         const std::uint64_t key = varint();
+        // Field numbers are 1 to 2^29-1: a larger key must not be cut to 32 bits and read as another field.
+        if ((key >> 3) > kMaxFieldNumber)
+            throw Error("malformed model: field number {} at byte {} is beyond 2^29-1", key >> 3, start);
         number = std::uint32_t(key >> 3);
         wire_type = std::uint32_t(key & 7);
         if (number == 0) throw Error("malformed model: field number 0 at byte {}", at_);

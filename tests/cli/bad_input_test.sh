@@ -224,6 +224,16 @@ expect 2 "--keep: must be at least 0, not -1" "$decode" -t 1 -n 1 --keep -1 prom
 expect 2 "--length-penalty: must be a finite number, not 'nan'" "$decode" -t 1 -n 1 --beams 2 --length-penalty nan prompt.ids
 expect 2 "--alpha: must be a finite number, not 'nan'" "$decode" -t 1 -n 1 --alpha nan prompt.ids
 expect 2 "--temp: must be a finite number, not 'inf'" "$decode" -t 1 -n 1 --temp inf prompt.ids
+# Beyond the option's type: 1e39 is no float (it became inf), an int64 beyond
+# its range was clamped (--keep -9223372036854775809 ran as INT64_MIN).
+expect 2 "--length-penalty: must be a finite number of magnitude at most 3.40282e.38, not '1e39'" \
+    "$decode" -t 1 -n 1 --beams 2 --length-penalty 1e39 prompt.ids
+expect 2 "--draft-p-min: must be a finite number of magnitude at most 3.40282e.38, not '-1e39'" \
+    "$decode" -t 1 -n 1 --draft-p-min -1e39 prompt.ids
+expect 2 "--keep: not a number from -9223372036854775808 to 9223372036854775807: '-9223372036854775809'" \
+    "$decode" -t 1 -n 1 --keep -9223372036854775809 prompt.ids
+expect 2 "--max-tokens: not a number from -9223372036854775808 to 9223372036854775807: '9223372036854775808'" \
+    "$decode" -t 1 -n 9223372036854775808 prompt.ids
 expect 2 "--ctx: must be at least 1, not 0" "$infer" -t 1 --ppl --ctx 0 prompt.ids
 expect 2 "--ctx: must be at least 1, not -1" "$infer" -t 1 --ppl --ctx -1 prompt.ids
 expect 2 "--threads: not a number of threads: '-1'" "$decode" -t -1 -n 1 prompt.ids

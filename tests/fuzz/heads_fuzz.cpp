@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fuzz_check.hpp"
 #include "heads/head_list.hpp"
 #include "heads/head_table.hpp"
 #include "model/config.hpp"
@@ -22,10 +23,12 @@
 
 namespace {
 
+using heads::fuzz::check;
+
 void head_list(std::string_view text) {
     if (!text.empty() && text.front() == '@') return;  // @FILE reads a file: not the parser's input
     for (const auto& ref : heads::parse_head_list(text))
-        if (ref.layer < 0 || ref.head < 0) std::abort();
+        check(ref.layer >= 0 && ref.head >= 0, "a head list gave a negative layer or head");
 }
 
 bool same(const heads::HeadTable& a, const heads::HeadTable& b) {
@@ -45,7 +48,8 @@ bool same(const heads::HeadTable& a, const heads::HeadTable& b) {
 void head_table(std::string_view text) {
     const heads::HeadTable table = heads::parse_head_table(text, "fuzz");
     for (const auto& row : table.rows) {
-        if (row.layer < 0 || row.head < 0 || row.kv_head < 0 || row.values.size() != table.columns.size()) std::abort();
+        check(row.layer >= 0 && row.head >= 0 && row.kv_head >= 0 && row.values.size() == table.columns.size(),
+              "a head table row has a negative number or not one value per column");
         for (const double value : row.values)
             if (std::isinf(value) || std::abs(value) > 1e15) return;  // beyond what 6 decimals carry back
     }
@@ -61,7 +65,7 @@ void head_table(std::string_view text) {
     std::fclose(out);
     const std::string written(buffer, size);
     std::free(buffer);
-    if (!same(table, heads::parse_head_table(written, "written"))) std::abort();
+    check(same(table, heads::parse_head_table(written, "written")), "the written head table parses back to another table");
 }
 
 void config(std::string_view text) {
@@ -72,25 +76,25 @@ void config(std::string_view text) {
     for (const char* key : {"num_hidden_layers", "num_attention_heads", "num_key_value_heads"})
         if (json.contains(key) && json[key].is_number() && json[key].get<double>() > 4096) return;
     const heads::LlamaConfig c = heads::parse_config(text, "fuzz");
-    if (std::int64_t(c.layers.size()) != c.n_layers) std::abort();
+    check(std::int64_t(c.layers.size()) == c.n_layers, "a layout of another number of layers");
     for (const auto& layer : c.layers) {
-        if (layer.kv_head_of.size() != layer.query_head_ids.size()) std::abort();
+        check(layer.kv_head_of.size() == layer.query_head_ids.size(), "kv_head_of is not one per query head");
         for (const auto g : layer.kv_head_of)
-            if (g < 0 || g >= layer.n_kv_heads()) std::abort();
+            check(g >= 0 && g < layer.n_kv_heads(), "kv_head_of names no KV head of the layer");
         for (const auto id : layer.query_head_ids)
-            if (id < 0 || id >= c.n_heads_unpruned) std::abort();
+            check(id >= 0 && id < c.n_heads_unpruned, "a query head id out of range");
         for (const auto id : layer.kv_head_ids)
-            if (id < 0 || id >= c.n_kv_heads_unpruned) std::abort();
+            check(id >= 0 && id < c.n_kv_heads_unpruned, "a KV head id out of range");
     }
     // The layout written as prune-heads writes it parses back the same.
     nlohmann::json written = json;
     written["head_layout"] = nlohmann::json::parse(heads::head_layout_json(c.layers));
     const heads::LlamaConfig again = heads::parse_config(written.dump(), "written");
     for (std::size_t l = 0; l < c.layers.size(); ++l)
-        if (again.layers[l].query_head_ids != c.layers[l].query_head_ids ||
-            again.layers[l].kv_head_ids != c.layers[l].kv_head_ids ||
-            again.layers[l].kv_head_of != c.layers[l].kv_head_of)
-            std::abort();
+        check(again.layers[l].query_head_ids == c.layers[l].query_head_ids &&
+                  again.layers[l].kv_head_ids == c.layers[l].kv_head_ids &&
+                  again.layers[l].kv_head_of == c.layers[l].kv_head_of,
+              "the written head_layout parses back to another layout");
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 // libFuzzer target in an ordinary build: what `make test` runs. A case
 // fails when a heads::fuzz::check fails or any exception escapes the target
 // (only heads::Error may be thrown by a parser, and the target catches it);
-// each failure is named, and the replay exits 1 if any case failed.
+// each failure is named, and the replay exits 1 if any case failed, or if
+// it found no case at all (a corpus folder missing or empty).
 
 #include <cstdint>
 #include <cstdio>
@@ -17,7 +18,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 int main(int argc, char** argv) {
     int passed = 0, failed = 0;
     for (int i = 1; i < argc; ++i) {
-        for (const auto& entry : std::filesystem::recursive_directory_iterator(argv[i])) {
+        std::error_code error;
+        std::filesystem::recursive_directory_iterator folder(argv[i], error);
+        if (error) {
+            std::printf("FAIL: %s: %s\n", argv[i], error.message().c_str());
+            ++failed;
+            continue;
+        }
+        for (const auto& entry : folder) {
             if (!entry.is_regular_file()) continue;
             std::ifstream in(entry.path(), std::ios::binary);
             const std::vector<char> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};

@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
+#include <vector>
 #include <system_error>
 
 #include <sys/wait.h>
@@ -231,6 +233,44 @@ TEST_CASE("--precision: one spelling and one check for every tool") {
     CHECK(precision == "f32");
     const char* f16[] = {"t", "--precision", "f16"};
     CHECK_THROWS_AS(app.parse(3, f16), CLI::ValidationError);
+}
+
+TEST_CASE("number options: the value the text says, within the type, or bad usage") {
+    const auto parse = [](auto& value, const std::string& text) {
+        CLI::App app;
+        cli::add_number(app, "--x", value, "");
+        app.parse(std::vector<std::string>{text, "--x"});  // arguments in reverse
+    };
+    std::int64_t big = 0;
+    parse(big, "9223372036854775807");
+    CHECK(big == INT64_MAX);
+    parse(big, "010");  // decimal, not octal
+    CHECK(big == 10);
+    parse(big, "+12");
+    CHECK(big == 12);
+    CHECK_THROWS_WITH_AS(parse(big, "-9223372036854775809"),  // was clamped to INT64_MIN
+                         "--x: not a number from -9223372036854775808 to 9223372036854775807: '-9223372036854775809'",
+                         CLI::ValidationError);
+    CHECK_THROWS_AS(parse(big, "0x10"), CLI::ValidationError);
+    float real = 0;
+    parse(real, "3.4e38");
+    CHECK(real == 3.4e38f);
+    CHECK_THROWS_WITH_AS(parse(real, "1e39"),  // became inf
+                         "--x: must be a finite number of magnitude at most 3.40282e+38, not '1e39'", CLI::ValidationError);
+    double wide = 0;
+    parse(wide, "1e39");
+    CHECK(wide == 1e39);
+    std::uint64_t seed = 0;
+    parse(seed, "010");
+    CHECK(seed == 10);
+    CHECK_THROWS_AS(parse(seed, "-1"), CLI::ValidationError);
+}
+
+TEST_CASE("parse_counts: exactly n counts, each fitting an int") {
+    CHECK(cli::parse_counts("5,4,5", 3, "--lookahead") == std::vector<int>{5, 4, 5});
+    CHECK_THROWS_WITH_AS(cli::parse_counts("5,4,5,", 3, "--lookahead"), "--lookahead: bad number '' in '5,4,5,'", UsageError);
+    CHECK_THROWS_WITH_AS(cli::parse_counts("5,4", 3, "--lookahead"), "--lookahead: 3 numbers expected, not '5,4'", UsageError);
+    CHECK_THROWS_AS(cli::parse_counts("5,4,2147483648", 3, "--lookahead"), UsageError);
 }
 
 TEST_CASE("run: the tool names its flag for the parameter a library error is about") {

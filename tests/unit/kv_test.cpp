@@ -490,7 +490,12 @@ TEST_CASE("kv policy: specs are checked, part by part") {
              {"razor:budget=10", "needs the head table's column"},
              {"snapkv:budget=10:pool=4", "an odd count"},
              {"h2o:budget=10:sink", "KEY=VALUE"},
-             {"headkv:budget=10:by=x:beta=0.5", "a number >= 1"}}) {
+             {"headkv:budget=10:by=x:beta=0.5", "a number >= 1"},
+             {"h2o:budget=5e-324%", "bad 'budget=5e-324%'"},  // a share that rounds to 0
+             {"razor:budget=10:by=x:protect=1e-322%", "bad 'protect=1e-322%'"},
+             {"h2o:budget=2147483648", "bad 'budget=2147483648'"},  // positions, and so counts, are int32
+             {"window:4:9223372036854775807", "bad recent count"},
+             {"full+q8+q4", "one type, not two"}}) {
         CAPTURE(spec);
         CHECK_THROWS_WITH_AS(make_kv_policy(spec), doctest::Contains(message), Error);
     }

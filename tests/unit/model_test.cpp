@@ -7,12 +7,14 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "kv/kv_frame.hpp"
 #include "model/session.hpp"
 #include "model/weight_cache.hpp"
+#include "model/weights.hpp"
 #include "tensor/error.hpp"
 #include "temp_dir.hpp"
 
@@ -202,6 +204,18 @@ TEST_CASE("config.json is checked strictly") {
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4}})", "config.json"),
                          doctest::Contains("unsupported rope_scaling type \"yarn\""), Error);
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": "gelu"})", "config.json"), doctest::Contains("gelu"), Error);
+    // A key of the wrong JSON type is heads::Error naming the file and the key, not nlohmann's type_error.
+    CHECK_THROWS_WITH_AS(parse_config(R"({"model_type": 5})", "config.json"),
+                         R"(config.json: "model_type" must be a string, not 5)", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": ["silu"]})", "config.json"),
+                         R"(config.json: "hidden_act" must be a string, not ["silu"])", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": 3, "factor": 2}})", "config.json"),
+                         R"(config.json: rope_scaling: "rope_type" must be a string, not 3)", Error);
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": "linear"})", "config.json"),
+                         doctest::Contains(R"("rope_scaling" must be an object or null)"), Error);
+    // A number beyond double's range is refused, never read as infinity.
+    CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_theta": 1e999})", "config.json"),
+                         doctest::Contains("config.json: not valid JSON"), Error);
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "head_layout": {"layers": [
         {"query_heads": [0, 1], "kv_heads": [0, 1], "kv_head_of": [0, 0]},
         {"query_heads": [], "kv_heads": [], "kv_head_of": []}]}})", "config.json"),
@@ -230,6 +244,23 @@ TEST_CASE("config.json is checked strictly") {
                          doctest::Contains(R"("max_position_embeddings" is 2147483648)"), Error);
     CHECK_THROWS_WITH_AS(parse_config(sized("8", "8", R"(, "head_dim": 33554432)"), "c"),
                          doctest::Contains(R"("head_dim" is 33554432)"), Error);
+}
+
+TEST_CASE("the weight index names plain files of the model directory") {
+    test::TempDir dir;
+    const auto index_naming = [&](std::string_view shard_json) {
+        std::ofstream(dir / "model.safetensors.index.json") << R"({"weight_map": {"lm_head.weight": )" << shard_json << "}}";
+        return WeightFiles::open(dir.path());
+    };
+    const std::string where = (dir / "model.safetensors.index.json").string();
+    // A NUL would open the shorter name before it ("model"): refused, shown as \x00.
+    CHECK_THROWS_WITH_AS(index_naming(R"("model\u0000.safetensors")"),
+                         (where + R"(: shard 'model\x00.safetensors' is not a file in the model directory)").c_str(), Error);
+    for (const char* shard : {R"("")", R"(".")", R"("..")", R"("../model.safetensors")", R"("/etc/passwd")"})
+        CHECK_THROWS_WITH_AS(index_naming(shard), doctest::Contains("is not a file in the model directory"), Error);
+    CHECK(parse_weight_index(R"({"weight_map": {"b": "2.st", "a": "1.st", "c": "2.st"}})", "i") ==
+          std::vector<std::string>{"1.st", "2.st"});
+    CHECK_THROWS_WITH_AS(parse_weight_index(R"({"weight_map": {}})", "i"), R"(i: "weight_map" names no shard)", Error);
 }
 
 TEST_CASE("the cache can track the attention each slot receives, step after step") {

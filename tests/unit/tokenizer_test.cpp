@@ -278,6 +278,9 @@ TEST_CASE("model spec: the fields that say how a model tokenizes") {
     CHECK_THROWS_WITH_AS(parse_model_spec("\x0a"), "malformed model: truncated varint at byte 1", Error);
     CHECK_THROWS_WITH_AS(parse_model_spec("\x08\x01"), "malformed model: a piece has wire type 0, not 2", Error);
     CHECK_THROWS_AS(parse_model_spec("\x0f"), Error);
+    // Field 2^32+1 (length-delimited, 0 bytes) was cut to 32 bits and read as field 1, a piece.
+    CHECK_THROWS_WITH_AS(parse_model_spec(std::string_view("\x8a\x80\x80\x80\x80\x01\x00", 7)),
+                         "malformed model: field number 4294967297 at byte 0 is beyond 2^29-1", Error);
     CHECK(parse_model_spec("").type == ModelSpec::Type::unigram);  // every field at its default
 }
 

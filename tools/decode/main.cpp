@@ -2,7 +2,6 @@
 // output line per prompt, each id written the moment it is chosen (man/decode.1).
 #include <optional>
 #include <span>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -19,22 +18,6 @@
 
 using namespace heads;
 using namespace heads::decoding;
-
-namespace {
-// "5,4,5": exactly n non-negative integers.
-std::vector<int> counts(const std::string& text, std::size_t n, const char* option) {
-    std::vector<int> out;
-    std::stringstream in(text);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-        const auto value = parse_count<int>(item);
-        if (!value) throw UsageError("{}: bad number {} in {}", option, quote(item), quote(text));
-        out.push_back(*value);
-    }
-    if (out.size() != n) throw UsageError("{}: {} numbers expected, not {}", option, n, quote(text));
-    return out;
-}
-}  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"Generate tokens: greedy, sampling, beam, contrastive, speculative, head-aware", "decode"};
@@ -118,10 +101,10 @@ int main(int argc, char** argv) {
         if (o.limits.max_tokens < -1)
             throw UsageError("--max-tokens must be -1 (no limit) or more, not {}", o.limits.max_tokens);
         if (!lookup_ngram.empty()) {
-            const auto sizes = counts(lookup_ngram, 2, "--lookup-ngram");
+            const auto sizes = cli::parse_counts(lookup_ngram, 2, "--lookup-ngram");
             o.lookup_ngram_min = sizes[0], o.lookup_ngram_max = sizes[1];
         }
-        if (!lookahead.empty()) o.lookahead = counts(lookahead, 3, "--lookahead");
+        if (!lookahead.empty()) o.lookahead = cli::parse_counts(lookahead, 3, "--lookahead");
         for (const auto& bias : biases) s.logit_bias.push_back(sampling::parse_logit_bias(bias));
         o.precision = precision_named(precision);
         o.kv_type = slot_type_from_name(kv_type);

@@ -1,0 +1,14 @@
+#pragma once
+// infer --hidden and --attention: a list of layers.
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace heads {
+
+// "L,L,..." or "all" → layer numbers; throws heads::UsageError "OPTION: ..."
+// for anything else or a layer the model lacks.
+std::vector<std::int64_t> parse_layer_list(std::string_view spec, std::int64_t n_layers, std::string_view option);
+
+}  // namespace heads
