@@ -1,5 +1,7 @@
 #include "heads/ablation.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "eval/perplexity.hpp"
@@ -7,6 +9,28 @@
 #include "ops/activation.hpp"
 
 namespace heads {
+
+std::int64_t ablation_bytes_per_variant(const LlamaConfig& c, std::int64_t ctx) {
+    std::int64_t widest_qkv = 0, widest_attn = 0, kv_row = 0;
+    for (const auto& layer : c.layers) {
+        widest_qkv = std::max(widest_qkv, (layer.n_heads() + 2 * layer.n_kv_heads()) * c.head_dim);
+        widest_attn = std::max(widest_attn, layer.n_heads() * c.head_dim);
+        kv_row += 2 * layer.n_kv_heads() * c.head_dim * std::int64_t(sizeof(float)) + std::int64_t(sizeof(std::int32_t));
+    }
+    // Session's buffers per row: x, xn, qkv, attn, gate_up, ffn, logits (all rows' logits: ablation scores them).
+    const std::int64_t floats = 2 * c.d_model + widest_qkv + widest_attn + 3 * c.d_ff + c.vocab_size;
+    return ctx * (floats * std::int64_t(sizeof(float)) + kv_row);  // + its KV cache, f32 keys and values at most
+}
+
+// Why 256 MiB: a pass gains by reading each weight matrix once for all its
+// masks, and that gain flattens once the matmuls have a few hundred rows
+// (they are then bound by arithmetic, not by reading weights), while memory
+// grows with every mask, most of it logits [ctx, vocab_size] on a large
+// vocabulary. 256 MiB holds a handful of windows of a 32000-token vocabulary,
+// the whole layer of a small model, and stays small beside the weights.
+std::int64_t ablation_variants(const LlamaConfig& c, std::int64_t ctx) {
+    return std::max<std::int64_t>(1, kAblationPassBytes / std::max<std::int64_t>(1, ablation_bytes_per_variant(c, ctx)));
+}
 
 AblationResult head_ablation(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options) {
     const Model& model = session.model();
@@ -28,7 +52,11 @@ AblationResult head_ablation(Session& session, std::span<const std::int32_t> tok
     std::vector<std::int32_t> window;
     std::vector<float> row(std::size_t(model.vocab_size()));
 
-    // The summed NLL of window w's scored predictions, running layers first_layer and after.
+    const std::int64_t per_pass = options.variants > 0 ? options.variants : ablation_variants(c, cut.ctx);
+    std::vector<HeadMask> masks;  // one per sequence of a pass
+    std::vector<double> nll;      // [sequences] summed NLL of the window's scored predictions
+
+    // Runs window w from first_layer on, once per mask (none: the baseline, keeping the residuals).
     auto window_nll = [&](std::int64_t w, std::int64_t first_layer, ForwardProbes* keep) {
         session.reset();
         ForwardRequest request;
@@ -37,32 +65,43 @@ AblationResult head_ablation(Session& session, std::span<const std::int32_t> tok
         request.logits_from = cut.first;
         request.probes = keep;
         request.first_layer = first_layer;
+        request.sequence_masks = masks;
         if (first_layer > 0) request.residual = probes.hidden.at(first_layer - 1);
         const std::span<const float> logits = session.forward(request).logits;
-        result.layer_runs += c.n_layers - first_layer;
+        const std::size_t sequences = std::max<std::size_t>(masks.size(), 1), rows = std::size_t(cut.ctx - cut.first);
+        result.layer_runs += std::int64_t(sequences) * (c.n_layers - first_layer);
+        ++result.passes;
         const auto targets = cut.targets(tokens, w);
-        double sum = 0;
-        for (std::size_t j = 0; j < targets.size(); ++j) {
-            log_softmax(row, logits.subspan(j * row.size(), row.size()));
-            sum -= double(row[std::size_t(targets[j])]);
-        }
-        return sum;
+        nll.assign(sequences, 0.0);
+        for (std::size_t b = 0; b < sequences; ++b)
+            for (std::size_t j = 0; j < targets.size(); ++j) {
+                log_softmax(row, logits.subspan((b * rows + j) * row.size(), row.size()));
+                nll[b] -= double(row[std::size_t(targets[j])]);
+            }
     };
 
     std::int64_t done = 0;
     for (std::int64_t w = 0; w < cut.count; ++w) {
         cut.window(window, tokens, w, c.bos_token_id);
-        session.set_head_mask(baseline);
-        const double base = window_nll(w, 0, &probes);
+        masks.clear();
+        window_nll(w, 0, &probes);
+        const double base = nll[0];
         result.nll += base;
-        for (std::int64_t l = 0; l < c.n_layers; ++l)
-            for (std::size_t i = 0; i < result.delta[std::size_t(l)].size(); ++i) {
-                HeadMask mask = baseline;
-                mask[std::size_t(l)][i] = 1;
-                session.set_head_mask(std::move(mask));
-                result.delta[std::size_t(l)][i] += window_nll(w, l, nullptr) - base;
-                if (options.progress) options.progress(++done, cut.count * heads);
+        for (std::int64_t l = 0; l < c.n_layers; ++l) {
+            auto& delta = result.delta[std::size_t(l)];
+            const std::int64_t n_heads = std::int64_t(delta.size());
+            // The layer's heads in passes of equal size, per_pass at most.
+            const std::int64_t passes = (n_heads + per_pass - 1) / std::max<std::int64_t>(per_pass, 1);
+            for (std::int64_t p = 0; p < passes; ++p) {
+                const std::int64_t from = n_heads * p / passes, to = n_heads * (p + 1) / passes;
+                masks.assign(std::size_t(to - from), baseline);
+                for (std::int64_t i = from; i < to; ++i) masks[std::size_t(i - from)][std::size_t(l)][std::size_t(i)] = 1;
+                window_nll(w, l, nullptr);
+                for (std::int64_t i = from; i < to; ++i) delta[std::size_t(i)] += nll[std::size_t(i - from)] - base;
+                done += to - from;
+                if (options.progress) options.progress(done, cut.count * heads);
             }
+        }
     }
     session.set_head_mask(baseline);
     for (auto& layer : result.delta)

@@ -5,7 +5,10 @@
 // in the windows of infer --ppl (eval/perplexity.hpp), so a head's score is
 // ln PPL(head masked) − ln PPL. It does not cost a full pass per head: each
 // window runs once whole, keeping the residual stream entering every layer,
-// and a head of layer l reruns only layers l and after from that residual.
+// and a head of layer l reruns only layers l and after from that residual,
+// together with other heads of layer l: a pass runs several masks at once
+// (ForwardRequest::sequence_masks), so each weight matrix is read once for
+// them all and the matmuls multiply more rows.
 
 #include <cstdint>
 #include <functional>
@@ -20,7 +23,8 @@ namespace heads {
 
 struct AblationOptions {
     std::int64_t ctx = 0;  // window; 0: the model's context length
-    std::function<void(std::int64_t done, std::int64_t total)> progress;  // after each rerun
+    std::function<void(std::int64_t done, std::int64_t total)> progress;  // heads done, after each pass
+    std::int64_t variants = 0;  // most heads masked in one pass; 0: as many as ablation_variants allows
 };
 
 struct AblationResult {
@@ -28,7 +32,15 @@ struct AblationResult {
     double nll = 0;                          // mean NLL with every head
     std::int64_t count = 0, windows = 0, ctx = 0;  // predictions scored, windows, window length
     std::int64_t layer_runs = 0;             // layers run in all, against windows · n_layers · (1 + heads) for full passes
+    std::int64_t passes = 0;                 // forward passes: one per window, then one per group of masked heads
 };
+
+// Bytes of activations and KV cache a pass takes per masked head (one
+// sequence of ctx rows through the session's buffers), and how many heads a
+// pass masks at once: as many as fit in kAblationPassBytes, at least one.
+inline constexpr std::int64_t kAblationPassBytes = std::int64_t(256) << 20;
+std::int64_t ablation_bytes_per_variant(const LlamaConfig& c, std::int64_t ctx);
+std::int64_t ablation_variants(const LlamaConfig& c, std::int64_t ctx);
 
 // Throws heads::Error (Param "ctx") when the tokens do not fill two windows.
 // The session's head mask is used as the baseline and restored after.

@@ -49,6 +49,14 @@ bool contains(const std::vector<std::int64_t>& list, std::int64_t value) {
     return std::find(list.begin(), list.end(), value) != list.end();
 }
 
+void check_head_mask(const LlamaConfig& c, const std::vector<std::vector<std::uint8_t>>& off) {
+    if (std::int64_t(off.size()) != c.n_layers) throw Error("head mask for {} layers, the model has {}", off.size(), c.n_layers);
+    for (std::int64_t l = 0; l < c.n_layers; ++l)
+        if (std::int64_t(off[std::size_t(l)].size()) != c.layers[std::size_t(l)].n_heads())
+            throw Error("head mask for {} heads in layer {}, which has {}", off[std::size_t(l)].size(), l,
+                        c.layers[std::size_t(l)].n_heads());
+}
+
 }  // namespace
 
 Session::Session(std::shared_ptr<const Model> model, Context& ctx, const SessionOptions& options)
@@ -60,9 +68,9 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
     inv_freq_.resize(std::size_t(c.head_dim / 2));
 }
 
-void Session::reserve(std::int64_t n, LogitRows logits) {
+void Session::reserve(std::int64_t n, std::int64_t sequences, LogitRows logits) {
     const LlamaConfig& c = model_->config();
-    const std::size_t rows = std::size_t(padded_rows(n)), d = std::size_t(c.d_model);
+    const std::size_t rows = std::size_t(padded_rows(sequences * n)), d = std::size_t(c.d_model);
     std::int64_t widest_qkv = 0, widest_attn = 0;
     for (const auto& heads : c.layers) {
         widest_qkv = std::max(widest_qkv, QkvLayout(heads, c.head_dim).width());
@@ -74,12 +82,15 @@ void Session::reserve(std::int64_t n, LogitRows logits) {
     attn_.reserve(rows * std::size_t(std::max<std::int64_t>(widest_attn, 1)));
     gate_up_.reserve(rows * std::size_t(2 * c.d_ff));
     ffn_.reserve(rows * std::size_t(c.d_ff));
-    if (logits != LogitRows::none) logits_.reserve((logits == LogitRows::all ? rows : 1) * std::size_t(c.vocab_size));
+    if (logits != LogitRows::none)
+        logits_.reserve((logits == LogitRows::all ? rows : std::size_t(padded_rows(sequences))) * std::size_t(c.vocab_size));
     cos_.reserve(std::size_t(n * c.head_dim / 2));
     sin_.reserve(std::size_t(n * c.head_dim / 2));
     positions_.reserve(std::size_t(n));
     views_.reserve(std::size_t(c.max_layer_kv_heads()));
-    cache_.reserve_more(n);
+    while (std::int64_t(extra_caches_.size()) + 1 < sequences)
+        extra_caches_.emplace_back(kv_head_counts(c), c.head_dim, 0, cache_.start_type());
+    for (std::int64_t b = 0; b < sequences; ++b) sequence_cache(b).reserve_more(n);
 }
 
 ForwardResult Session::forward(const ForwardRequest& request) {
@@ -99,9 +110,17 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     if (request.first_layer > 0 && std::int64_t(request.residual.size()) != n * d)
         throw Error("a residual of {} values for {} new tokens entering layer {} (needs {})", request.residual.size(), n,
                     request.first_layer, n * d);
+    const auto masks = request.sequence_masks;
+    const std::int64_t sequences = std::max<std::int64_t>(std::int64_t(masks.size()), 1);
+    if (!masks.empty()) {
+        if (request.probes || request.final_hidden || cache_.tracks_received())
+            throw Error("several sequences in one forward cannot take probes, final hidden states or received mass");
+        for (const auto& off : masks) check_head_mask(c, off);
+    }
+    const std::int64_t all = sequences * n;  // rows of every sequence, stacked
 
-    reserve(n, request.logits);
-    const std::int64_t rows = padded_rows(n);
+    reserve(n, sequences, request.logits);
+    const std::int64_t rows = padded_rows(all);
     std::int32_t* positions = positions_.data();
     std::int64_t longest = 0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -126,11 +145,12 @@ ForwardResult Session::forward(const ForwardRequest& request) {
         for (std::int64_t i = 0; i < n; ++i) model_->embed(x + i * d, request.tokens[std::size_t(i)]);
         if (!all_finite(x, n * d)) throw Error("the embeddings of these tokens hold NaN or infinity");
     }
+    for (std::int64_t b = 1; b < sequences; ++b) std::copy(x, x + n * d, x + b * n * d);
     // The rows matmul pads to are inputs too: keep them zero.
-    zero_rows(x, n, rows, d);
-    zero_rows(xn_.data(), n, rows + kRowBucket, d);
-    zero_rows(ffn_.data(), n, rows, c.d_ff);
-    zero_rows(attn_.data(), n, rows, c.max_layer_heads() * c.head_dim);
+    zero_rows(x, all, rows, d);
+    zero_rows(xn_.data(), all, rows + kRowBucket, d);
+    zero_rows(ffn_.data(), all, rows, c.d_ff);
+    zero_rows(attn_.data(), all, rows, c.max_layer_heads() * c.head_dim);
 
     ForwardProbes* probes = request.probes;
     if (probes) {
@@ -148,16 +168,16 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     for (std::int64_t l = request.first_layer; l < c.n_layers; ++l) {
         const LayerWeights& w = model_->layer(l);
         // x = x + attention(rms_norm(x, attn_norm))         (reference.py forward)
-        rms_norm({.y = xn_.data(), .x = x, .weight = w.attn_norm.data(), .rows = n, .d_model = d, .eps = eps});
-        if (c.layers[std::size_t(l)].n_heads() > 0) attention_layer(l, n, position_span, request.mask, probes);
+        rms_norm({.y = xn_.data(), .x = x, .weight = w.attn_norm.data(), .rows = all, .d_model = d, .eps = eps});
+        if (c.layers[std::size_t(l)].n_heads() > 0) attention_layer(l, n, masks, position_span, request.mask, probes);
         // h = rms_norm(x, mlp_norm)
-        rms_norm({.y = xn_.data(), .x = x, .weight = w.ffn_norm.data(), .rows = n, .d_model = d, .eps = eps});
+        rms_norm({.y = xn_.data(), .x = x, .weight = w.ffn_norm.data(), .rows = all, .d_model = d, .eps = eps});
         // x = x + w_down(silu(w_gate(h)) * w_up(h)), gate and up in one matmul
-        matmul(ctx_, {.y = gate_up_.data(), .x = xn_.data(), .rows = n}, w.gate_up);
-        swiglu(ffn_.data(), gate_up_.data(), n, c.d_ff);
-        matmul(ctx_, {.y = x, .x = ffn_.data(), .rows = n, .accumulate = true}, w.down);
+        matmul(ctx_, {.y = gate_up_.data(), .x = xn_.data(), .rows = all}, w.gate_up);
+        swiglu(ffn_.data(), gate_up_.data(), all, c.d_ff);
+        matmul(ctx_, {.y = x, .x = ffn_.data(), .rows = all, .accumulate = true}, w.down);
         keep_hidden(l, x);
-        if (!all_finite(x, n * d))
+        if (!all_finite(x, all * d))
             throw Error("layer {}: the hidden state became NaN or infinite (non-finite weights or KV cache)", l);
     }
 
@@ -166,18 +186,24 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     // logits = lm_head(rms_norm(x, final_norm)), of the rows asked for
     const float* final_norm = model_->final_norm().data();
     if (all_rows)
-        rms_norm({.y = xn_.data(), .x = x, .weight = final_norm, .rows = n, .d_model = d, .eps = eps});
-    else if (request.logits == LogitRows::last)
-        rms_norm({.y = xn_.data(), .x = x + (n - 1) * d, .weight = final_norm, .rows = 1, .d_model = d, .eps = eps});
+        rms_norm({.y = xn_.data(), .x = x, .weight = final_norm, .rows = all, .d_model = d, .eps = eps});
+    else if (request.logits == LogitRows::last)  // each sequence's last row, one after another
+        for (std::int64_t b = 0; b < sequences; ++b)
+            rms_norm({.y = xn_.data() + b * d, .x = x + (b * n + n - 1) * d, .weight = final_norm, .rows = 1,
+                      .d_model = d, .eps = eps});
     if (request.final_hidden) result.hidden = {xn_.data(), std::size_t(n * d)};
     if (request.logits == LogitRows::all) {
-        const std::int64_t from = std::clamp<std::int64_t>(request.logits_from, 0, n - 1);
-        matmul(ctx_, {.y = logits_.data(), .x = xn_.data() + from * d, .rows = n - from}, model_->lm_head());
-        result.logits = {logits_.data(), std::size_t((n - from) * c.vocab_size)};
+        const std::int64_t from = std::clamp<std::int64_t>(request.logits_from, 0, n - 1), kept = n - from;
+        // Several sequences: each one's rows from..n-1 moved together, so lm_head too reads its matrix once.
+        for (std::int64_t b = 1; b < sequences; ++b)
+            std::memmove(xn_.data() + (from + b * kept) * d, xn_.data() + (b * n + from) * d,
+                         sizeof(float) * std::size_t(kept * d));
+        matmul(ctx_, {.y = logits_.data(), .x = xn_.data() + from * d, .rows = sequences * kept}, model_->lm_head());
+        result.logits = {logits_.data(), std::size_t(sequences * kept * c.vocab_size)};
     } else if (request.logits == LogitRows::last) {
         const float* last = xn_.data() + (all_rows ? (n - 1) * d : 0);
-        matmul(ctx_, {.y = logits_.data(), .x = last, .rows = 1}, model_->lm_head());
-        result.logits = {logits_.data(), std::size_t(c.vocab_size)};
+        matmul(ctx_, {.y = logits_.data(), .x = last, .rows = sequences}, model_->lm_head());
+        result.logits = {logits_.data(), std::size_t(sequences * c.vocab_size)};
     }
     if (!all_finite(result.logits.data(), std::int64_t(result.logits.size())))
         throw Error("the logits are NaN or infinite (non-finite final norm or lm_head weights)");
@@ -186,47 +212,55 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     return result;
 }
 
-void Session::attention_layer(std::int64_t l, std::int64_t n, std::span<const std::int32_t> positions,
-                              std::span<const std::uint8_t> mask, ForwardProbes* probes) {
+void Session::attention_layer(std::int64_t l, std::int64_t n,
+                              std::span<const std::vector<std::vector<std::uint8_t>>> masks,
+                              std::span<const std::int32_t> positions, std::span<const std::uint8_t> mask,
+                              ForwardProbes* probes) {
     const LlamaConfig& c = model_->config();
     const LayerHeads& heads = c.layers[std::size_t(l)];
     const LayerWeights& w = model_->layer(l);
     const std::int64_t head_dim = c.head_dim;
     const QkvLayout row(heads, head_dim);
-    float* qkv = qkv_.data();  // [n, row.width()]
+    const std::int64_t sequences = std::max<std::int64_t>(std::int64_t(masks.size()), 1);
+    float* qkv = qkv_.data();  // [sequences · n, row.width()]
 
     // q, k, v = wq(x), wk(x), wv(x), in one matmul       (reference.py _attention)
-    matmul(ctx_, {.y = qkv, .x = xn_.data(), .rows = n}, w.qkv);
-    // q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    rope_apply({.x = qkv + row.q(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_heads,
-                .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
-    rope_apply({.x = qkv + row.k(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_kv_heads,
-                .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
-    // The new keys and values join the cache: the keys attention sees are past + new.
-    views_.clear();
-    for (std::int64_t g = 0; g < row.n_kv_heads; ++g) {
-        cache_.append(l, g, qkv + row.k(g), qkv + row.v(g), row.width(), positions);
-        views_.push_back(cache_.view(l, g));
-    }
+    matmul(ctx_, {.y = qkv, .x = xn_.data(), .rows = sequences * n}, w.qkv);
+    for (std::int64_t b = 0; b < sequences; ++b) {
+        float* seq_qkv = qkv + b * n * row.width();  // this sequence's rows
+        float* seq_out = attn_.data() + b * n * row.n_heads * head_dim;
+        KvCache& cache = sequence_cache(b);
+        // q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        rope_apply({.x = seq_qkv + row.q(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_heads,
+                    .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
+        rope_apply({.x = seq_qkv + row.k(0), .rows = n, .row_stride = row.width(), .n_heads = row.n_kv_heads,
+                    .head_dim = head_dim, .cos = cos_.data(), .sin = sin_.data()});
+        // The new keys and values join the cache: the keys attention sees are past + new.
+        views_.clear();
+        for (std::int64_t g = 0; g < row.n_kv_heads; ++g) {
+            cache.append(l, g, seq_qkv + row.k(g), seq_qkv + row.v(g), row.width(), positions);
+            views_.push_back(cache.view(l, g));
+        }
 
-    // heads_out = softmax(q·kᵀ/sqrt(head_dim) + mask)·v per query head, masked heads zeroed
-    AttentionArgs args{.out = attn_.data(),
-                       .out_stride = row.n_heads * head_dim,
-                       .q = qkv + row.q(0),
-                       .q_stride = row.width(),
-                       .n_new = n,
-                       .head_dim = head_dim,
-                       .kv_head_of = heads.kv_head_of,
-                       .kv = views_,
-                       .positions = positions,
-                       .mask = mask.empty() ? nullptr : mask.data(),
-                       .sliding_window = c.sliding_window,
-                       .head_off = head_off_[std::size_t(l)]};
-    wire_probe(l, n, probes, args.probe);
-    attention(ctx_, attention_ws_, args);
-    if (cache_.tracks_received()) add_received(l, args.probe);
+        // heads_out = softmax(q·kᵀ/sqrt(head_dim) + mask)·v per query head, masked heads zeroed
+        AttentionArgs args{.out = seq_out,
+                           .out_stride = row.n_heads * head_dim,
+                           .q = seq_qkv + row.q(0),
+                           .q_stride = row.width(),
+                           .n_new = n,
+                           .head_dim = head_dim,
+                           .kv_head_of = heads.kv_head_of,
+                           .kv = views_,
+                           .positions = positions,
+                           .mask = mask.empty() ? nullptr : mask.data(),
+                           .sliding_window = c.sliding_window,
+                           .head_off = (masks.empty() ? head_off_ : masks[std::size_t(b)])[std::size_t(l)]};
+        wire_probe(l, n, probes, args.probe);
+        attention(ctx_, attention_ws_, args);
+        if (cache.tracks_received()) add_received(l, args.probe);
+    }
     // x = x + wo(heads_out): the residual add
-    matmul(ctx_, {.y = x_.data(), .x = attn_.data(), .rows = n, .accumulate = true}, w.o);
+    matmul(ctx_, {.y = x_.data(), .x = attn_.data(), .rows = sequences * n, .accumulate = true}, w.o);
 }
 
 void Session::wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, AttentionProbe& probe) {
@@ -300,6 +334,7 @@ void Session::load_cache(const KvFrameContents& frame, const std::string& where)
 
 void Session::reset() {
     cache_.clear();
+    for (auto& cache : extra_caches_) cache.clear();
     next_position_ = 0;
     last_rows_ = 0;
 }
@@ -332,12 +367,7 @@ void Session::keep_rows(std::span<const std::int64_t> rows) {
 }
 
 void Session::set_head_mask(std::vector<std::vector<std::uint8_t>> off) {
-    const LlamaConfig& c = model_->config();
-    if (std::int64_t(off.size()) != c.n_layers) throw Error("head mask for {} layers, the model has {}", off.size(), c.n_layers);
-    for (std::int64_t l = 0; l < c.n_layers; ++l)
-        if (std::int64_t(off[std::size_t(l)].size()) != c.layers[std::size_t(l)].n_heads())
-            throw Error("head mask for {} heads in layer {}, which has {}", off[std::size_t(l)].size(), l,
-                        c.layers[std::size_t(l)].n_heads());
+    check_head_mask(model_->config(), off);
     head_off_ = std::move(off);
 }
 

@@ -58,10 +58,21 @@ struct ForwardRequest {
     // is left as it is.
     std::int64_t first_layer = 0;
     std::span<const float> residual;          // [n, d_model] when first_layer > 0
+    // Several sequences of these same rows at once (B = sequence_masks.size()),
+    // sequence b with head mask sequence_masks[b] (as set_head_mask takes it)
+    // and its own KV cache: their rows are stacked, so every weight matmul
+    // multiplies B·n rows and reads each matrix once for all B, and attention
+    // runs per sequence. Head ablation runs the masks of one window so. The
+    // sequences share positions and next_position(); sequence 0's cache is
+    // cache(), the others' are the session's too, made on first use and
+    // emptied by reset(). Not with probes or final_hidden, nor on a cache
+    // that tracks received mass. Empty: one sequence, with head_mask().
+    std::span<const std::vector<std::vector<std::uint8_t>>> sequence_masks;
 };
 
 struct ForwardResult {
-    std::span<const float> logits;  // [1 or n - logits_from, vocab_size] (empty for LogitRows::none)
+    std::span<const float> logits;  // [B, 1 or n - logits_from, vocab_size] (empty for LogitRows::none); B = 1
+                                    // but for sequence_masks
     std::span<const float> hidden;  // [n, d_model] when final_hidden
 };
 
@@ -130,9 +141,14 @@ public:
     void copy_from(const Session& other);
 
 private:
-    void reserve(std::int64_t n, LogitRows logits);
-    void attention_layer(std::int64_t l, std::int64_t n, std::span<const std::int32_t> positions,
-                         std::span<const std::uint8_t> mask, ForwardProbes* probes);
+    // Room for n new rows in each of `sequences` sequences.
+    void reserve(std::int64_t n, std::int64_t sequences, LogitRows logits);
+    // Layer l's attention for `masks.size()` sequences of n rows stacked in
+    // xn_ (one sequence with head_off_ when masks is empty).
+    void attention_layer(std::int64_t l, std::int64_t n, std::span<const std::vector<std::vector<std::uint8_t>>> masks,
+                         std::span<const std::int32_t> positions, std::span<const std::uint8_t> mask,
+                         ForwardProbes* probes);
+    KvCache& sequence_cache(std::int64_t b) { return b == 0 ? cache_ : extra_caches_[std::size_t(b - 1)]; }
     // Points layer l's attention probe at what `probes` asks for, and at
     // received_ when the cache tracks received mass and no probe wants it.
     void wire_probe(std::int64_t l, std::int64_t n, ForwardProbes* probes, AttentionProbe& probe);
@@ -142,6 +158,7 @@ private:
     std::shared_ptr<const Model> model_;
     Context& ctx_;
     KvCache cache_;
+    std::vector<KvCache> extra_caches_;  // sequences 1.. of a forward with sequence_masks, made on first use
     std::int64_t next_position_ = 0;
     std::int64_t last_rows_ = 0;  // rows of the last forward (for keep_rows)
     std::vector<std::vector<std::uint8_t>> head_off_;
@@ -149,6 +166,7 @@ private:
     std::int64_t inv_freq_length_ = -1;  // sequence length inv_freq_ was made for (dynamic rope)
 
     AttentionWorkspace attention_ws_;
+    // rows: the new rows of every sequence, sequence after sequence (padded_rows(B·n)).
     Buffer<float> x_;        // [rows, d_model] residual stream
     Buffer<float> xn_;       // [rows, d_model] normalized
     Buffer<float> qkv_;      // [rows, (n_heads_l + 2·n_kv_heads_l)·head_dim]

@@ -361,3 +361,74 @@ TEST_CASE("a pass can start at a layer from the residual stream entering it, and
     from.first_layer = 3;
     CHECK_THROWS_WITH_AS(session.forward(from), "first layer 3 is not a layer of the model (0 to 2)", Error);
 }
+
+TEST_CASE("several sequences in one pass, each with its own head mask and cache, give each one's own logits") {
+    RandomModel m("--d-model 64 --n-layers 3 --n-heads 4 --n-kv-heads 2");
+    Session session(m.model, m.ctx);
+    const std::vector<std::int32_t> tokens = {1, 7, 3, 9, 4, 4, 2, 8, 5, 6};
+    const std::vector<std::vector<std::vector<std::uint8_t>>> masks = {
+        {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}},
+        {{1, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}},
+        {{0, 0, 0, 0}, {0, 1, 1, 0}, {0, 0, 0, 1}}};
+    // One sequence at a time: the mask set on the session, a fresh cache, then a second step on top.
+    const std::vector<std::int32_t> first(tokens.begin(), tokens.begin() + 7), second(tokens.begin() + 7, tokens.end());
+    std::vector<std::vector<float>> single_first, single_second;
+    for (const auto& mask : masks) {
+        session.set_head_mask(mask);
+        session.reset();
+        single_first.push_back(run(session, first));
+        single_second.push_back(run(session, second, LogitRows::last));
+    }
+    session.set_head_mask(masks[0]);
+    session.reset();
+    ForwardRequest together = step(first);
+    together.sequence_masks = masks;
+    const auto all = run_request(session, together);
+    ForwardRequest next = step(second, LogitRows::last);
+    next.sequence_masks = masks;
+    const auto last = run_request(session, next);  // each continues its own cache
+    const std::size_t vocab = std::size_t(m.model->vocab_size());
+    REQUIRE(all.size() == masks.size() * first.size() * vocab);
+    REQUIRE(last.size() == masks.size() * vocab);
+    for (std::size_t b = 0; b < masks.size(); ++b) {
+        const std::vector<float> block(all.begin() + std::ptrdiff_t(b * first.size() * vocab),
+                                       all.begin() + std::ptrdiff_t((b + 1) * first.size() * vocab));
+        CHECK(difference(block, single_first[b]) <= kTolerance);  // more rows per matmul: oneDNN may sum in another order
+        CHECK(difference(row(last, b, vocab), single_second[b]) <= kTolerance);
+    }
+    CHECK(difference(single_first[0], single_first[1]) > 1e-3);
+
+    // Starting at a layer, with logits of a suffix, as head ablation asks.
+    ForwardProbes probes;
+    probes.hidden_layers = {0};
+    session.reset();
+    ForwardRequest whole = step(tokens);
+    whole.probes = &probes;
+    session.forward(whole);
+    ForwardRequest from = step(tokens);
+    from.first_layer = 1;
+    from.residual = probes.hidden.at(0);
+    from.logits_from = 3;
+    std::vector<std::vector<float>> singles;
+    for (const auto& mask : masks) {
+        session.set_head_mask(mask);
+        session.reset();
+        singles.push_back(run_request(session, from));
+    }
+    session.reset();
+    from.sequence_masks = masks;
+    const auto stacked = run_request(session, from);
+    const std::size_t kept = tokens.size() - 3;
+    for (std::size_t b = 0; b < masks.size(); ++b)
+        CHECK(difference({stacked.begin() + std::ptrdiff_t(b * kept * vocab),
+                          stacked.begin() + std::ptrdiff_t((b + 1) * kept * vocab)},
+                         singles[b]) <= kTolerance);
+
+    from.probes = &probes;
+    CHECK_THROWS_WITH_AS(session.forward(from),
+                         "several sequences in one forward cannot take probes, final hidden states or received mass", Error);
+    from.probes = nullptr;
+    const std::vector<std::vector<std::vector<std::uint8_t>>> bad = {{{0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}}};
+    from.sequence_masks = bad;
+    CHECK_THROWS_WITH_AS(session.forward(from), "head mask for 2 heads in layer 0, which has 4", Error);
+}
