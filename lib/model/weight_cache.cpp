@@ -76,7 +76,7 @@ struct Where {
     }
 };
 
-// The descriptor of matrix `index` from its hex text, checked field by field
+// A matrix's oneDNN descriptor from its hex text, checked field by field
 // before oneDNN sees it (oneDNN trusts a descriptor: a hostile ndims or stride
 // would make it read out of bounds), and rebuilt from the checked fields only.
 // A plain or blocked [in, out] layout of `type` whose every element lies
