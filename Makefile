@@ -37,7 +37,7 @@ bench: build
 # Each libFuzzer target runs FUZZ_SECONDS; new inputs go to build-fuzz/corpus,
 # crashes to build-fuzz/crashes (copy those worth keeping to tests/fuzz/<target>/).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = safetensors ids kv heads config weight_index kv_policy options model_spec logprob_base
+FUZZ_TARGETS = safetensors ids kv heads config weight_index kv_policy options model_spec logprob_base weight_cache
 fuzz:
 	@scripts/install-deps --with-fuzz
 	cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADS_FUZZ=ON $(CMAKE_FLAGS)

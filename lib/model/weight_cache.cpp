@@ -8,6 +8,7 @@
 
 #include "io/mapped_file.hpp"
 #include "io/output.hpp"
+#include "tensor/error.hpp"
 
 namespace heads {
 namespace {
@@ -52,13 +53,100 @@ std::string to_hex(const void* data, std::size_t size) {
 
 bool from_hex(const std::string& text, void* data, std::size_t size) {
     if (text.size() != 2 * size) return false;
+    const auto digit = [](char c) {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
     auto* out = static_cast<unsigned char*>(data);
     for (std::size_t i = 0; i < size; ++i) {
-        unsigned value = 0;
-        if (std::sscanf(text.c_str() + 2 * i, "%2x", &value) != 1) return false;
-        out[i] = static_cast<unsigned char>(value);
+        const int high = digit(text[2 * i]), low = digit(text[2 * i + 1]);
+        if (high < 0 || low < 0) return false;
+        out[i] = static_cast<unsigned char>(high * 16 + low);
     }
     return true;
+}
+
+// Where a check failed: "PATH: matrix 3 (layers.0.o): ...".
+struct Where {
+    const std::string& path;
+    std::size_t index;
+    const std::string& matrix;
+    template <class... Args>
+    Error error(fmt::format_string<Args...> format, Args&&... args) const {
+        return Error("{}: matrix {} ({}): {}", path, index, matrix, fmt::format(format, std::forward<Args>(args)...));
+    }
+};
+
+// A matrix's oneDNN descriptor from its hex text, checked field by field
+// before oneDNN sees it (oneDNN trusts a descriptor: a hostile ndims or stride
+// would make it read out of bounds), and rebuilt from the checked fields only.
+// A plain or blocked [in, out] layout of `type` whose every element lies
+// within its size, which is `size` bytes.
+dnnl::memory::desc checked_desc(const std::string& hex, std::int64_t in, std::int64_t out, dnnl_data_type_t type,
+                                std::uint64_t size, const Where& where) {
+    dnnl_memory_desc_t raw{};
+    if (!from_hex(hex, &raw, sizeof raw))
+        throw where.error("layout is not {} hex digits", 2 * sizeof raw);
+    if (raw.ndims != 2) throw where.error("layout has {} dimensions, not 2", raw.ndims);
+    if (raw.dims[0] != in || raw.dims[1] != out)
+        throw where.error("layout is [{}, {}], not [{}, {}]", raw.dims[0], raw.dims[1], in, out);
+    if (raw.data_type != type) throw where.error("layout has another data type ({})", int(raw.data_type));
+    if (raw.format_kind != dnnl_blocked) throw where.error("layout is not a blocked one ({})", int(raw.format_kind));
+    if (raw.offset0 != 0 || raw.padded_offsets[0] != 0 || raw.padded_offsets[1] != 0)
+        throw where.error("layout has an offset");
+    if (raw.extra.flags != 0) throw where.error("layout has extra flags");
+    const dnnl_blocking_desc_t& blocking = raw.format_desc.blocking;
+    if (blocking.inner_nblks < 0 || blocking.inner_nblks > 4)
+        throw where.error("layout has {} inner blocks", blocking.inner_nblks);
+    // Each dimension's block (the product of its inner blocks) and the
+    // elements of one innermost block, bounded so nothing below overflows.
+    std::int64_t block[2] = {1, 1}, inner = 1;
+    for (int i = 0; i < blocking.inner_nblks; ++i) {
+        const dnnl_dim_t b = blocking.inner_blks[i];
+        const dnnl_dim_t d = blocking.inner_idxs[i];
+        if (b < 1 || b > 4096 || d < 0 || d > 1) throw where.error("layout has a bad inner block");
+        block[d] *= b;
+        inner *= b;
+        if (block[d] > 4096) throw where.error("layout has a bad inner block");
+    }
+    const std::uint64_t element = type == dnnl_f32 ? 4 : 2;
+    std::int64_t outer[2];
+    for (int d = 0; d < 2; ++d) {
+        const dnnl_dim_t padded = raw.padded_dims[d];
+        if (padded < raw.dims[d] || padded > raw.dims[d] + block[d] || padded % block[d] != 0)
+            throw where.error("layout has padded dimension {} of {}", d, padded);
+        outer[d] = padded / block[d];
+    }
+    // Elements and strides bounded by the bytes the file holds for the matrix.
+    const std::uint64_t elements = std::uint64_t(raw.padded_dims[0]) * std::uint64_t(raw.padded_dims[1]);
+    if (elements * element != size)
+        throw where.error("layout holds {} bytes, the header says {}", elements * element, size);
+    // The last element's offset: Σ (outer_d - 1) · stride_d + (inner - 1) < elements.
+    std::uint64_t last = std::uint64_t(inner - 1);
+    for (int d = 0; d < 2; ++d) {
+        const dnnl_dim_t stride = blocking.strides[d];
+        if (stride < 0 || (outer[d] > 1 && std::uint64_t(stride) > elements / std::uint64_t(outer[d] - 1)))
+            throw where.error("layout has a bad stride");
+        last += std::uint64_t(outer[d] - 1) * std::uint64_t(stride);
+    }
+    if (last >= elements) throw where.error("layout reaches past its {} elements", elements);
+
+    dnnl_memory_desc_t clean{};
+    clean.ndims = 2;
+    clean.data_type = type;
+    clean.format_kind = dnnl_blocked;
+    for (int d = 0; d < 2; ++d) {
+        clean.dims[d] = raw.dims[d];
+        clean.padded_dims[d] = raw.padded_dims[d];
+        clean.format_desc.blocking.strides[d] = blocking.strides[d];
+    }
+    clean.format_desc.blocking.inner_nblks = blocking.inner_nblks;
+    for (int i = 0; i < blocking.inner_nblks; ++i) {
+        clean.format_desc.blocking.inner_blks[i] = blocking.inner_blks[i];
+        clean.format_desc.blocking.inner_idxs[i] = blocking.inner_idxs[i];
+    }
+    const dnnl::memory::desc desc(clean);
+    if (desc.get_size() != size) throw where.error("layout holds {} bytes, the header says {}", desc.get_size(), size);
+    return desc;
 }
 
 }  // namespace
@@ -75,52 +163,80 @@ std::optional<std::filesystem::path> WeightCache::directory() {
     return std::nullopt;
 }
 
-std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<CachedMatrixSpec>& specs,
+std::optional<std::vector<PackedMatrix>> WeightCache::read(const std::vector<CachedMatrixSpec>& specs,
                                                           WeightFormat format) const {
     std::error_code missing;
     if (!std::filesystem::exists(path_, missing)) return std::nullopt;
-    try {
-        const auto file = MappedFile::open(path_);
-        const auto bytes = file->bytes();
-        if (bytes.size() < 16 || std::memcmp(bytes.data(), kMagic, 8) != 0) return std::nullopt;
-        std::uint64_t header_size = 0;
-        std::memcpy(&header_size, bytes.data() + 8, 8);
-        if (header_size > bytes.size() - 16) return std::nullopt;
-        const auto header = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data()) + 16, header_size));
-        if (header.at("key").get<std::string>() != key_) return std::nullopt;
-        const auto& list = header.at("matrices");
-        if (list.size() != specs.size()) return std::nullopt;
-        std::vector<PackedMatrix> matrices;
-        for (std::size_t i = 0; i < specs.size(); ++i) {
-            const auto& entry = list[i];
-            if (entry.at("name").get<std::string>() != specs[i].name || entry.at("in").get<std::int64_t>() != specs[i].in ||
-                entry.at("out").get<std::int64_t>() != specs[i].out)
-                return std::nullopt;
-            dnnl_memory_desc_t raw{};
-            if (!from_hex(entry.at("desc").get<std::string>(), &raw, sizeof raw)) return std::nullopt;
-            const dnnl::memory::desc desc(raw);
-            const std::uint64_t offset = entry.at("offset").get<std::uint64_t>();
-            const std::uint64_t size = entry.at("size").get<std::uint64_t>();
-            if (desc.get_size() != size || offset % kPage != 0 || offset > bytes.size() || size > bytes.size() - offset ||
-                desc.dims() != dnnl::memory::dims{specs[i].in, specs[i].out})
-                return std::nullopt;
-            const std::byte* data = bytes.data() + offset;
-            if (sample_hash({{data, size}}) != entry.at("check").get<std::uint64_t>()) return std::nullopt;
-            if (is_rows(format)) {
-                const auto type = desc.data_type();
-                const DType dtype = type == dnnl::memory::data_type::bf16  ? DType::BF16
-                                    : type == dnnl::memory::data_type::f16 ? DType::F16
-                                                                           : DType::F32;
-                PackedMatrix rows(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}),
+    const std::string name = path_.string();
+    const auto file = MappedFile::open(path_);
+    const auto bytes = file->bytes();
+    if (bytes.size() < 16 || std::memcmp(bytes.data(), kMagic, 8) != 0)
+        throw Error("{}: not a weight cache (no HEADSWC1 at its start)", name);
+    std::uint64_t header_size = 0;
+    std::memcpy(&header_size, bytes.data() + 8, 8);
+    if (header_size > bytes.size() - 16)
+        throw Error("{}: truncated: a header of {} bytes in a file of {}", name, header_size, bytes.size());
+    const auto header = nlohmann::json::parse(reinterpret_cast<const char*>(bytes.data()) + 16,
+                                              reinterpret_cast<const char*>(bytes.data()) + 16 + header_size, nullptr,
+                                              false);
+    if (header.is_discarded()) throw Error("{}: header is not valid JSON", name);
+    const std::string* key = header.is_object() && header.contains("key") ? header["key"].get_ptr<const std::string*>()
+                                                                            : nullptr;
+    if (!key) throw Error("{}: header has no \"key\" string", name);
+    if (*key != key_) return std::nullopt;  // made from another model, ISA or oneDNN: not damaged
+    const auto* list = header.contains("matrices") ? &header["matrices"] : nullptr;
+    if (!list || !list->is_array()) throw Error("{}: header has no \"matrices\" list", name);
+    if (list->size() != specs.size())
+        throw Error("{}: {} matrices, the model has {}", name, list->size(), specs.size());
+    const dnnl_data_type_t type = format == WeightFormat::rows_bf16 ? dnnl_bf16 : dnnl_f32;
+    std::vector<PackedMatrix> matrices;
+    for (std::size_t i = 0; i < specs.size(); ++i) {
+        const Where where{name, i, specs[i].name};
+        const auto& entry = (*list)[i];
+        if (!entry.is_object()) throw where.error("not an object");
+        const auto field = [&](const char* field_name, nlohmann::json::value_t kind) -> const nlohmann::json& {
+            const auto found = entry.find(field_name);
+            if (found == entry.end()) throw where.error("no \"{}\"", field_name);
+            const bool unsigned_ok = kind == nlohmann::json::value_t::number_unsigned &&
+                                     found->type() == nlohmann::json::value_t::number_unsigned;
+            const bool integer_ok = kind == nlohmann::json::value_t::number_integer && found->is_number_integer();
+            if (found->type() != kind && !unsigned_ok && !integer_ok) throw where.error("\"{}\" has the wrong type", field_name);
+            return *found;
+        };
+        using Kind = nlohmann::json::value_t;
+        if (field("name", Kind::string).get_ref<const std::string&>() != specs[i].name ||
+            field("in", Kind::number_integer).get<std::int64_t>() != specs[i].in ||
+            field("out", Kind::number_integer).get<std::int64_t>() != specs[i].out)
+            throw where.error("the file holds another matrix");
+        const std::uint64_t offset = field("offset", Kind::number_unsigned).get<std::uint64_t>();
+        const std::uint64_t size = field("size", Kind::number_unsigned).get<std::uint64_t>();
+        const std::uint64_t check = field("check", Kind::number_unsigned).get<std::uint64_t>();
+        if (offset % kPage != 0 || offset < 16 + header_size || offset > bytes.size() || size > bytes.size() - offset)
+            throw where.error("bytes {}..+{} are not within the file's {} after its header", offset, size, bytes.size());
+        const dnnl::memory::desc desc =
+            checked_desc(field("desc", Kind::string).get_ref<const std::string&>(), specs[i].in, specs[i].out, type,
+                         size, where);
+        const std::byte* data = bytes.data() + offset;
+        if (sample_hash({{data, size}}) != check) throw where.error("its bytes do not match their check");
+        if (is_rows(format)) {
+            const DType dtype = format == WeightFormat::rows_bf16 ? DType::BF16 : DType::F32;
+            const dnnl::memory::desc plain({specs[i].in, specs[i].out}, dnnl::memory::data_type(type),
+                                           dnnl::memory::format_tag::ba);
+            if (layout_hash(plain) != layout_hash(desc)) throw where.error("not a plain [out, in] layout of rows");
+            matrices.emplace_back(RowMatrix({Tensor::view(dtype, {specs[i].out, specs[i].in}, data, file)}),
                                   compute_of(format));
-                if (layout_hash(rows.desc()) != layout_hash(desc)) return std::nullopt;
-                matrices.push_back(std::move(rows));
-            } else {
-                matrices.emplace_back(specs[i].in, specs[i].out, compute_of(format), desc, data, file);
-            }
+        } else {
+            matrices.emplace_back(specs[i].in, specs[i].out, compute_of(format), desc, data, file);
         }
-        return matrices;
-    } catch (const std::exception&) {  // unreadable, bad JSON, bad layout: rebuild
+    }
+    return matrices;
+}
+
+std::optional<std::vector<PackedMatrix>> WeightCache::load(const std::vector<CachedMatrixSpec>& specs,
+                                                          WeightFormat format) const {
+    try {
+        return read(specs, format);
+    } catch (const Error&) {  // unreadable or damaged: make the weights again
         return std::nullopt;
     }
 }

@@ -45,7 +45,13 @@ public:
     const std::filesystem::path& path() const { return path_; }
 
     // The matrices, in `specs` order, mapped from the file; nullopt when the
-    // file is absent, stale or broken.
+    // file is absent or made for another key. Every field of the file is
+    // checked before it is used (the magic, the header's JSON, each matrix's
+    // name, shape, oneDNN layout, byte range and sampled bytes): a file that
+    // fails a check throws heads::Error "PATH: ...".
+    std::optional<std::vector<PackedMatrix>> read(const std::vector<CachedMatrixSpec>& specs, WeightFormat format) const;
+    // read() for the engine: a damaged file is a miss too (nullopt), so it is
+    // made again and rewritten, as man/infer.1 says.
     std::optional<std::vector<PackedMatrix>> load(const std::vector<CachedMatrixSpec>& specs, WeightFormat format) const;
     // Writes them (atomically). Failure to write is not an error: returns false.
     bool save(const std::vector<CachedMatrixSpec>& specs, const std::vector<PackedMatrix>& matrices) const noexcept;

@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -317,6 +319,63 @@ TEST_CASE("the weight cache keeps matrices of every format, rows in several part
         matmul(ctx, {y_loaded.data(), x.data(), 1}, loaded->at(0));
         CHECK(y_made == y_loaded);
         CHECK_FALSE(WeightCache(dir / format_name(format), "another key").load(specs, format));
+    }
+}
+
+namespace {
+
+// Rewrites the oneDNN descriptor stored for the cache file's first matrix
+// (same length of hex, so the header and the offsets stay as they are).
+void rewrite_desc(const std::filesystem::path& path, void (*change)(dnnl_memory_desc_t&)) {
+    std::string text;
+    {
+        std::ifstream in(path, std::ios::binary);
+        text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    const std::size_t at = text.find("\"desc\":\"") + 8;
+    REQUIRE(at > 8);
+    dnnl_memory_desc_t raw{};
+    auto* bytes = reinterpret_cast<unsigned char*>(&raw);
+    for (std::size_t i = 0; i < sizeof raw; ++i) bytes[i] = std::uint8_t(std::stoi(text.substr(at + 2 * i, 2), nullptr, 16));
+    change(raw);
+    for (std::size_t i = 0; i < sizeof raw; ++i) text.replace(at + 2 * i, 2, fmt::format("{:02x}", bytes[i]));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
+
+}  // namespace
+
+TEST_CASE("a weight cache with a hostile oneDNN descriptor is refused (naming the file) and made again, never read") {
+    Context ctx(1);
+    test::TempDir dir;
+    const std::int64_t in = 48, out = 200;  // several blocks of oneDNN's layout each way
+    std::vector<float> w(std::size_t(in * out));
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(i);
+    const Tensor parts[] = {Tensor::copy_of(DType::F32, {out, in}, std::as_bytes(std::span(w)))};
+    const std::vector<CachedMatrixSpec> specs = {{"w", in, out}};
+    using Change = void (*)(dnnl_memory_desc_t&);
+    const std::pair<const char*, Change> changes[] = {
+        {"ndims", [](dnnl_memory_desc_t& d) { d.ndims = 0x7fffffff; }},
+        {"negative ndims", [](dnnl_memory_desc_t& d) { d.ndims = -5; }},
+        {"inner blocks", [](dnnl_memory_desc_t& d) { d.format_desc.blocking.inner_nblks = 1000; }},
+        {"strides", [](dnnl_memory_desc_t& d) { d.format_desc.blocking.strides[1] *= 1000; }},
+        {"format kind", [](dnnl_memory_desc_t& d) { d.format_kind = dnnl_format_kind_t(77); }},
+    };
+    for (const auto& [what, change] : changes) {
+        CAPTURE(std::string(what));
+        const auto path = dir / fmt::format("{}.weights", what);
+        const WeightCache cache(path, "key");
+        std::vector<PackedMatrix> made;
+        made.push_back(pack_matrix(ctx, parts, WeightFormat::onednn_f32));
+        REQUIRE(cache.save(specs, made));
+        REQUIRE(cache.read(specs, WeightFormat::onednn_f32));
+        rewrite_desc(path, change);
+        CHECK_FALSE(cache.load(specs, WeightFormat::onednn_f32));
+        CHECK_THROWS_AS(cache.read(specs, WeightFormat::onednn_f32), Error);
+        try {
+            cache.read(specs, WeightFormat::onednn_f32);
+        } catch (const Error& error) {
+            CHECK(std::string(error.what()).starts_with(path.string() + ": matrix 0 (w): layout "));
+        }
     }
 }
 
