@@ -106,5 +106,7 @@ int main(int argc, char** argv) {
         fmt::print("decode{}\t{:.2f}\t{:.2f}\t{:.2f}\t{} reps, after the prefill\n", decode, d.median, d.low, d.high, reps);
         fmt::print("peak_rss\t-\t-\t-\t{:.0f} MiB\n", peak_rss_mib());
         fmt::print("weight_bytes\t-\t-\t-\t{} bytes read per decode step\n", matrix_bytes(*model));
+        fmt::print("kv_cache\t-\t-\t-\t{} slots, {} bytes per key or value row of a head\n",
+                   slot_type_name(session.cache().slot_type()), session.cache().row_bytes());
     });
 }
