@@ -10,26 +10,15 @@
 
 namespace heads {
 
-std::int64_t ablation_bytes_per_variant(const LlamaConfig& c, std::int64_t ctx) {
-    std::int64_t widest_qkv = 0, widest_attn = 0, kv_row = 0;
-    for (const auto& layer : c.layers) {
-        widest_qkv = std::max(widest_qkv, (layer.n_heads() + 2 * layer.n_kv_heads()) * c.head_dim);
-        widest_attn = std::max(widest_attn, layer.n_heads() * c.head_dim);
-        kv_row += 2 * layer.n_kv_heads() * c.head_dim * std::int64_t(sizeof(float)) + std::int64_t(sizeof(std::int32_t));
-    }
-    // Session's buffers per row: x, xn, qkv, attn, gate_up, ffn, logits (all rows' logits: ablation scores them).
-    const std::int64_t floats = 2 * c.d_model + widest_qkv + widest_attn + 3 * c.d_ff + c.vocab_size;
-    return ctx * (floats * std::int64_t(sizeof(float)) + kv_row);  // + its KV cache, f32 keys and values at most
-}
-
 // Why 256 MiB: a pass gains by reading each weight matrix once for all its
 // masks, and that gain flattens once the matmuls have a few hundred rows
 // (they are then bound by arithmetic, not by reading weights), while memory
 // grows with every mask, most of it logits [ctx, vocab_size] on a large
 // vocabulary. 256 MiB holds a handful of windows of a 32000-token vocabulary,
 // the whole layer of a small model, and stays small beside the weights.
-std::int64_t ablation_variants(const LlamaConfig& c, std::int64_t ctx) {
-    return std::max<std::int64_t>(1, kAblationPassBytes / std::max<std::int64_t>(1, ablation_bytes_per_variant(c, ctx)));
+std::int64_t ablation_variants(const Session& session, std::int64_t ctx) {
+    const std::int64_t per_variant = std::max<std::int64_t>(1, ctx) * session.bytes_per_row(LogitRows::all);
+    return std::max<std::int64_t>(1, kAblationPassBytes / per_variant);
 }
 
 AblationResult head_ablation(Session& session, std::span<const std::int32_t> tokens, const AblationOptions& options) {
@@ -52,7 +41,7 @@ AblationResult head_ablation(Session& session, std::span<const std::int32_t> tok
     std::vector<std::int32_t> window;
     std::vector<float> row(std::size_t(model.vocab_size()));
 
-    const std::int64_t per_pass = options.variants > 0 ? options.variants : ablation_variants(c, cut.ctx);
+    const std::int64_t per_pass = options.variants > 0 ? options.variants : ablation_variants(session, cut.ctx);
     std::vector<HeadMask> masks;  // one per sequence of a pass
     std::vector<double> nll;      // [sequences] summed NLL of the window's scored predictions
 

@@ -35,12 +35,11 @@ struct AblationResult {
     std::int64_t passes = 0;                 // forward passes: one per window, then one per group of masked heads
 };
 
-// Bytes of activations and KV cache a pass takes per masked head (one
-// sequence of ctx rows through the session's buffers), and how many heads a
-// pass masks at once: as many as fit in kAblationPassBytes, at least one.
+// How many heads a pass masks at once: as many sequences of ctx rows
+// (Session::bytes_per_row, every row's logits kept) as fit in
+// kAblationPassBytes, at least one.
 inline constexpr std::int64_t kAblationPassBytes = std::int64_t(256) << 20;
-std::int64_t ablation_bytes_per_variant(const LlamaConfig& c, std::int64_t ctx);
-std::int64_t ablation_variants(const LlamaConfig& c, std::int64_t ctx);
+std::int64_t ablation_variants(const Session& session, std::int64_t ctx);
 
 // Throws heads::Error (Param "ctx") when the tokens do not fill two windows.
 // The session's head mask is used as the baseline and restored after.

@@ -41,6 +41,22 @@ struct QkvLayout {
     std::int64_t v(std::int64_t g) const { return (n_heads + n_kv_heads + g) * head_dim; }  // its value
 };
 
+// The widest layer's fused QKV row and attention output row: the widths of
+// the buffers all layers share.
+struct WidestLayer {
+    std::int64_t qkv = 0, attn = 0;
+};
+
+WidestLayer widest_layer(const LlamaConfig& c) {
+    WidestLayer widest;
+    for (const auto& heads : c.layers) {
+        widest.qkv = std::max(widest.qkv, QkvLayout(heads, c.head_dim).width());
+        widest.attn = std::max(widest.attn, heads.n_heads() * c.head_dim);
+    }
+    widest.attn = std::max<std::int64_t>(widest.attn, 1);  // a layer without heads still gets a buffer
+    return widest;
+}
+
 void zero_rows(float* data, std::int64_t from, std::int64_t to, std::int64_t width) {
     if (to > from) std::memset(data + from * width, 0, sizeof(float) * std::size_t((to - from) * width));
 }
@@ -71,15 +87,11 @@ Session::Session(std::shared_ptr<const Model> model, Context& ctx, const Session
 void Session::reserve(std::int64_t n, std::int64_t sequences, LogitRows logits) {
     const LlamaConfig& c = model_->config();
     const std::size_t rows = std::size_t(padded_rows(sequences * n)), d = std::size_t(c.d_model);
-    std::int64_t widest_qkv = 0, widest_attn = 0;
-    for (const auto& heads : c.layers) {
-        widest_qkv = std::max(widest_qkv, QkvLayout(heads, c.head_dim).width());
-        widest_attn = std::max(widest_attn, heads.n_heads() * c.head_dim);
-    }
+    const WidestLayer widest = widest_layer(c);
     x_.reserve(rows * d);
     xn_.reserve((rows + std::size_t(kRowBucket)) * d);  // + a bucket: logits_from shifts the rows read
-    qkv_.reserve(rows * std::size_t(widest_qkv));
-    attn_.reserve(rows * std::size_t(std::max<std::int64_t>(widest_attn, 1)));
+    qkv_.reserve(rows * std::size_t(widest.qkv));
+    attn_.reserve(rows * std::size_t(widest.attn));
     gate_up_.reserve(rows * std::size_t(2 * c.d_ff));
     ffn_.reserve(rows * std::size_t(c.d_ff));
     if (logits != LogitRows::none)
@@ -91,6 +103,17 @@ void Session::reserve(std::int64_t n, std::int64_t sequences, LogitRows logits) 
     while (std::int64_t(extra_caches_.size()) + 1 < sequences)
         extra_caches_.emplace_back(kv_head_counts(c), c.head_dim, 0, cache_.start_type());
     for (std::int64_t b = 0; b < sequences; ++b) sequence_cache(b).reserve_more(n);
+}
+
+std::int64_t Session::bytes_per_row(LogitRows logits) const {
+    const LlamaConfig& c = model_->config();
+    const WidestLayer widest = widest_layer(c);
+    // As reserve() sizes them: x, xn, qkv, attn, gate_up, ffn, and logits.
+    const std::int64_t floats = 2 * c.d_model + widest.qkv + widest.attn + 3 * c.d_ff +
+                                (logits == LogitRows::all ? c.vocab_size : 0);
+    std::int64_t kv_heads = 0;
+    for (const auto& layer : c.layers) kv_heads += layer.n_kv_heads();
+    return floats * std::int64_t(sizeof(float)) + kv_heads * slot_bytes(cache_.start_type(), c.head_dim);
 }
 
 ForwardResult Session::forward(const ForwardRequest& request) {

@@ -135,6 +135,11 @@ public:
     void set_head_mask(std::vector<std::vector<std::uint8_t>> off);
     const std::vector<std::vector<std::uint8_t>>& head_mask() const { return head_off_; }
 
+    // Bytes one row of a forward pass takes: its share of the working
+    // buffers (logits as `logits` keeps them) and one position of a
+    // sequence's KV cache. What batching callers budget by.
+    std::int64_t bytes_per_row(LogitRows logits) const;
+
     // A new session with a copy of this one's cache, mask and position (beam search).
     std::unique_ptr<Session> fork() const;
     // Becomes a copy of `other` (same model); allocates only to grow.
