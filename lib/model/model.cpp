@@ -115,12 +115,11 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     // Weights used as the file's own rows need no packing, hence no cache.
     const WeightFormat format = heads::weight_format(ctx, compute_for(options.precision, *weights));
     std::vector<CachedMatrixSpec> specs;
-    std::vector<std::vector<Tensor>> sources;
     auto add = [&](std::string name, std::vector<Tensor> parts) {
         std::int64_t out = 0;
         for (const auto& part : parts) out += part.dim(0);
-        specs.push_back({std::move(name), parts[0].dim(1), out});
-        sources.push_back(std::move(parts));
+        const std::int64_t in = parts[0].dim(1);
+        specs.push_back({std::move(name), in, out, std::move(parts)});
     };
     for (std::size_t l = 0; l < tensors.size(); ++l) {
         const LayerTensors& t = tensors[l];
@@ -133,8 +132,8 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
     }
     add("lm_head", {*lm_head});
 
-    const bool copies = std::any_of(sources.begin(), sources.end(),
-                                    [&](const std::vector<Tensor>& parts) { return packing_copies(parts, format); });
+    const bool copies = std::any_of(specs.begin(), specs.end(),
+                                    [&](const CachedMatrixSpec& spec) { return packing_copies(spec.parts, format); });
     std::optional<WeightCache> cache;
     if (const auto directory = copies ? WeightCache::directory() : std::nullopt) {
         std::uint64_t bytes = 0;
@@ -154,7 +153,7 @@ std::shared_ptr<const Model> Model::load(Context& ctx, const std::filesystem::pa
         if (auto loaded = cache->load(specs, format)) packed = std::move(*loaded);
     }
     if (packed.empty()) {
-        for (const auto& parts : sources) packed.push_back(pack_matrix(ctx, parts, format));
+        for (const auto& spec : specs) packed.push_back(pack_matrix(ctx, spec.parts, format));
         if (cache) cache->save(specs, packed);
     }
     model->weight_cache_ = cache ? cache->path() : std::filesystem::path();

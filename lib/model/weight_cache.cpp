@@ -228,6 +228,11 @@ std::optional<std::vector<PackedMatrix>> WeightCache::read(const std::vector<Cac
         } else {
             matrices.emplace_back(specs[i].in, specs[i].out, compute_of(format), desc, data, file);
         }
+        // The key names the model by a fingerprint that samples its weights and by
+        // its files' sizes and times; another model of the same shape can share
+        // them. Its values would pass every check above and give wrong logits.
+        if (!specs[i].parts.empty() && !made_from(matrices.back(), specs[i].parts))
+            throw where.error("its values are not those of the model's weights (made from another model)");
     }
     return matrices;
 }

@@ -12,7 +12,12 @@
 // weight format) and per matrix its shape, oneDNN layout and byte range; the
 // data follows, each matrix page-aligned. A file whose key differs (the model
 // changed, another oneDNN) or that fails a check (truncated, bad header,
-// wrong shape, sampled bytes that do not match) is ignored and rewritten.
+// wrong shape, sampled bytes that do not match) is ignored and rewritten. So
+// is a file whose key matches but whose values are not the model's (made
+// from other weights of the same shape whose files have the same fingerprint,
+// sizes and times): a few elements of each matrix are compared with the
+// weights it is made from (made_from()), so such a file costs a rebuild, not
+// wrong logits.
 // Files are written under a temporary name and renamed: readers never see
 // half a file. Models whose made weights are under 32 MiB are not cached
 // (making them takes milliseconds).
@@ -31,6 +36,9 @@ namespace heads {
 struct CachedMatrixSpec {
     std::string name;  // "layers.3.qkv", "lm_head", ...
     std::int64_t in = 0, out = 0;
+    // The weights the matrix is made from, stacked along `out`: each [out_i, in].
+    // Empty: the file's values are not compared with any.
+    std::vector<Tensor> parts;
 };
 
 class WeightCache {
@@ -47,8 +55,9 @@ public:
     // The matrices, in `specs` order, mapped from the file; nullopt when the
     // file is absent or made for another key. Every field of the file is
     // checked before it is used (the magic, the header's JSON, each matrix's
-    // name, shape, oneDNN layout, byte range and sampled bytes): a file that
-    // fails a check throws heads::Error "PATH: ...".
+    // name, shape, oneDNN layout, byte range and sampled bytes, and its values
+    // against the spec's parts): a file that fails a check throws
+    // heads::Error "PATH: ...".
     std::optional<std::vector<PackedMatrix>> read(const std::vector<CachedMatrixSpec>& specs, WeightFormat format) const;
     // read() for the engine: a damaged file is a miss too (nullopt), so it is
     // made again and rewritten, as man/infer.1 says.

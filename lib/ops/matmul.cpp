@@ -257,7 +257,77 @@ void rows_matmul(Context& ctx, const MatmulArgs& args, const RowMatrix& w) {
     ctx.stream().wait();
 }
 
+// The offset, in elements, of element (i, j) of a 2-D blocked layout: the
+// inner blocks from the innermost out, then the outer strides (oneDNN's
+// memory_desc_wrapper::off_v, which its public API does not offer).
+std::int64_t element_offset(const memory::desc& desc, std::int64_t i, std::int64_t j) {
+    const dnnl_memory_desc_t& raw = desc.data;
+    const dnnl_blocking_desc_t& blocking = raw.format_desc.blocking;
+    std::int64_t pos[2] = {i + raw.padded_offsets[0], j + raw.padded_offsets[1]};
+    std::int64_t offset = raw.offset0, block_stride = 1;
+    for (int b = blocking.inner_nblks - 1; b >= 0; --b) {
+        const auto d = std::size_t(blocking.inner_idxs[b]);
+        offset += pos[d] % blocking.inner_blks[b] * block_stride;
+        pos[d] /= blocking.inner_blks[b];
+        block_stride *= blocking.inner_blks[b];
+    }
+    return offset + pos[0] * blocking.strides[0] + pos[1] * blocking.strides[1];
+}
+
 }  // namespace
+
+bool made_from(const PackedMatrix& w, std::span<const Tensor> parts) {
+    const std::int64_t in = w.in(), out = w.out();
+    std::int64_t rows = 0;
+    for (const Tensor& part : parts) {
+        if (part.rank() != 2 || part.dim(1) != in) return false;
+        rows += part.dim(0);
+    }
+    if (rows != out || w.empty() || w.desc().data.format_kind != dnnl_blocked) return false;
+    const DataType held = w.desc().data_type();  // rows used in place may be f16
+    const DType type = held == DataType::bf16 ? DType::BF16 : held == DataType::f16 ? DType::F16 : DType::F32;
+    const std::size_t element = dtype_size(type);
+    const auto pieces = w.pieces();
+    // The byte of w at `offset`, across its pieces.
+    const auto byte_at = [&](std::size_t offset) {
+        for (const auto& piece : pieces) {
+            if (offset < piece.size()) return piece[offset];
+            offset -= piece.size();
+        }
+        return std::byte{0};
+    };
+    constexpr std::int64_t kSamples = 16;
+    for (std::int64_t s = 0; s < kSamples; ++s) {
+        // Rows evenly spread from the first to the last, columns from first to last too.
+        const std::int64_t r = s * (out - 1) / (kSamples - 1), c = s * (in - 1) / (kSamples - 1);
+        std::int64_t local = r;
+        std::size_t p = 0;
+        while (local >= parts[p].dim(0)) local -= parts[p++].dim(0);
+        const Tensor& part = parts[p];
+        const std::byte* source = part.bytes().data() + std::size_t(local * in + c) * dtype_size(part.dtype());
+        // The element as pack_matrix() makes it: the bytes as they are in the
+        // matrix's type, else widened to f32 (and rounded to bf16). Parts of
+        // another type than an f16 matrix's cannot have made it.
+        std::byte expected[4];
+        if (part.dtype() == type) {
+            std::memcpy(expected, source, element);
+        } else if (type == DType::F16) {
+            return false;
+        } else {
+            const float value = Tensor::view(part.dtype(), {1}, source, nullptr).to_f32()[0];
+            if (type == DType::BF16) {
+                const std::uint16_t bits = f32_to_bf16(value);
+                std::memcpy(expected, &bits, 2);
+            } else {
+                std::memcpy(expected, &value, 4);
+            }
+        }
+        const std::size_t at = std::size_t(element_offset(w.desc(), c, r)) * element;
+        for (std::size_t b = 0; b < element; ++b)
+            if (byte_at(at + b) != expected[b]) return false;
+    }
+    return true;
+}
 
 // f32 arithmetic reads f32, bf16 and f16 rows alike (widening them is
 // exact); bf16 arithmetic means bf16 weights. The parts of one matrix must

@@ -82,6 +82,13 @@ PackedMatrix pack_matrix(Context& ctx, std::span<const Tensor> parts, WeightForm
 // then is the result worth keeping in a weight cache.
 bool packing_copies(std::span<const Tensor> parts, WeightFormat format);
 
+// Whether `w` holds, in its layout and type, the values of `parts` stacked
+// (as pack_matrix() makes them), checked at a few elements spread over the
+// matrix, its corners included: a cheap test that matrices kept apart from
+// the weights (a weight cache file) were made from these weights and not
+// from others of the same shape.
+bool made_from(const PackedMatrix& w, std::span<const Tensor> parts);
+
 // A stable hash of a memory descriptor's layout (dims, type, blocking).
 std::uint64_t layout_hash(const dnnl::memory::desc& desc);
 

@@ -278,8 +278,10 @@ printf '1.2\n3.\0x\n' > nul.list
 expect 1 "nul.list:2: bad head '3.\\\\x00x'" "$decode" -t 1 -n 1 --mask-heads @nul.list prompt.ids
 printf '1.%s\n' "$(printf '9%.0s' $(seq 200))" > long.list
 expect 1 "long.list:1: bad head '1\\.9{46}\\.\\.\\.'" "$decode" -t 1 -n 1 --mask-heads @long.list prompt.ids
-expect 2 "--hidden a: 'a' is not a layer number" "$infer" -t 1 --hidden a prompt.ids
-expect 2 "--attention 4: layers are numbered 0 to 3" "$infer" -t 1 --attention 4 prompt.ids
+expect 2 "--hidden 'a': 'a' is not a layer number" "$infer" -t 1 --hidden a prompt.ids
+expect 2 "--attention '4': layers are numbered 0 to 3" "$infer" -t 1 --attention 4 prompt.ids
+expect 2 "--hidden '0,0': layer 0 is given twice" "$infer" -t 1 --hidden 0,0 prompt.ids
+expect 2 "--attention '1,\\\\x0d': '\\\\x0d' is not a layer number" "$infer" -t 1 --attention "$(printf '1,\r')" prompt.ids
 
 # 9. Head lists: a directory, a device that never ends.
 expect 1 "folder: cannot read the list of heads: Is a directory" "$decode" -t 1 -n 1 --mask-heads @folder prompt.ids

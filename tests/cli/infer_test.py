@@ -8,6 +8,7 @@ frames read with numpy and continued by the reference, thread counts, pipes.
 """
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -88,8 +89,8 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     long_line = (" ".join(["7"] * 65) + "\n").encode()
     expect_error(1, "65 tokens exceed the model's context of 64 (--ctx N allows longer lines)", [INFER, "-m", m], long_line)
     report(run([INFER, "-m", m, "--ctx", "65"], long_line).returncode == 0, "--ctx 65 allows a 65-token line")
-    expect_error(2, "--hidden 2: layers are numbered 0 to 1", [INFER, "-m", m, "--hidden", "2", ids])
-    expect_error(2, "--attention x: 'x' is not a layer number", [INFER, "-m", m, "--attention", "x", ids])
+    expect_error(2, "--hidden '2': layers are numbered 0 to 1", [INFER, "-m", m, "--hidden", "2", ids])
+    expect_error(2, "--attention 'x': 'x' is not a layer number", [INFER, "-m", m, "--attention", "x", ids])
     expect_error(1, "head 1.4 does not exist (layer 1 has 4 heads)", [INFER, "-m", m, "--mask-heads", "0.1,1.4", ids])
     expect_error(2, "bad head '0-1' (want LAYER.HEAD", [INFER, "-m", m, "--mask-heads", "0-1", ids])
     expect_error(2, "--ppl writes no frames", [INFER, "-m", m, "--ppl", "--kv", ids])
@@ -213,6 +214,41 @@ with tempfile.TemporaryDirectory(prefix="heads-infer-test-") as tmp:
     os.utime(os.path.join(big, "model.safetensors"))
     status, out, path, stat = cached_run()
     report(status == 0 and out == first_out and stat[0] != before[0], "a cache file older than the weights is rebuilt")
+    cacheless = subprocess.run([INFER, "-m", big, "--precision", "bf16", "--logits", "all", ids], capture_output=True,
+                               env=dict(os.environ, HEADS_WEIGHT_CACHE="off"))
+    report(cacheless.returncode == 0 and cacheless.stdout == first_out, "the cached runs give the logits of a cacheless run")
+    # A cache file in the slot that belongs to another model of the same shape (another seed), first as it was
+    # written (another key: a miss), then with its key made this model's, as when two models share a fingerprint
+    # (which samples the weights) and their files' sizes and times: valid and in bounds, but other values.
+    twin = os.path.join(tmp, "twin")
+    subprocess.run([PY, os.path.join(src, "scripts", "make-random-model"), "-o", twin, "--vocab", "33000", "--d-model", "512",
+                    "--n-layers", "1", "--n-heads", "4", "--seed", "5"], check=True, capture_output=True)
+    twin_cache = os.path.join(tmp, "twin-cache")
+    subprocess.run([INFER, "-m", twin, "--precision", "bf16", ids], check=True, capture_output=True,
+                   env=dict(os.environ, HEADS_WEIGHT_CACHE=twin_cache))
+    [twin_file] = [os.path.join(twin_cache, name) for name in os.listdir(twin_cache)]
+
+    def cache_key(data):
+        size = struct.unpack("<Q", data[8:16])[0]
+        return json.loads(data[16:16 + size])["key"]
+
+    with open(twin_file, "rb") as f:
+        twin_data = f.read()
+    with open(path, "rb") as f:
+        own_key = cache_key(f.read())
+    # The same length: the header keeps its size and the matrices their offsets.
+    rekeyed = twin_data.replace(json.dumps(cache_key(twin_data)).encode(), json.dumps(own_key).encode(), 1)
+    report(len(rekeyed) == len(twin_data) and cache_key(rekeyed) == own_key, "the twin's cache file takes this model's key")
+    for what, data in [("another model's cache file", twin_data),
+                       ("another model's cache file under this model's key", rekeyed)]:
+        with open(path, "wb") as f:
+            f.write(data)
+        os.utime(path, ns=(0, 0))  # rewritten if its time changes
+        status, out, path, stat = cached_run()
+        report(status == 0 and out == first_out and stat[0] != 0,
+               f"{what} in this model's slot is rebuilt: the logits of a cacheless run")
+    status, out, path, again = cached_run()
+    report(status == 0 and out == first_out and again == stat, "the rebuilt cache file is then mapped as it is")
     off = subprocess.run([INFER, "-m", big, "--precision", "bf16", ids], capture_output=True, env=dict(os.environ, HEADS_WEIGHT_CACHE="off",
                                                                                 XDG_CACHE_HOME=os.path.join(tmp, "xdg")))
     report(off.returncode == 0 and not os.path.exists(os.path.join(tmp, "xdg")), "HEADS_WEIGHT_CACHE=off writes nothing")

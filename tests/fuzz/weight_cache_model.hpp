@@ -10,7 +10,8 @@
 
 namespace heads::fuzz {
 
-inline const std::vector<CachedMatrixSpec> kWeightCacheSpecs = {{"layers.0.qkv", 48, 72}, {"lm_head", 8, 4}};
+// No weights behind them: the values of a file are not compared with any.
+inline const std::vector<CachedMatrixSpec> kWeightCacheSpecs = {{"layers.0.qkv", 48, 72, {}}, {"lm_head", 8, 4, {}}};
 inline constexpr WeightFormat kWeightCacheFormats[] = {WeightFormat::onednn_f32, WeightFormat::rows_f32,
                                                        WeightFormat::rows_bf16};
 inline std::string weight_cache_key(WeightFormat format) { return std::string("fuzz-") + format_name(format); }

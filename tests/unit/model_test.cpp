@@ -306,7 +306,7 @@ TEST_CASE("the weight cache keeps matrices of every format, rows in several part
     if (row_gemv_supported()) formats.push_back(WeightFormat::rows_f32);
     for (const WeightFormat format : formats) {
         CAPTURE(format_name(format));
-        const std::vector<CachedMatrixSpec> specs = {{"w", in, 12}};
+        const std::vector<CachedMatrixSpec> specs = {{"w", in, 12, {parts[0], parts[1]}}};
         std::vector<PackedMatrix> made;
         made.push_back(pack_matrix(ctx, parts, format));
         const WeightCache cache(dir / format_name(format), "key");
@@ -351,7 +351,7 @@ TEST_CASE("a weight cache with a hostile oneDNN descriptor is refused (naming th
     std::vector<float> w(std::size_t(in * out));
     for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(i);
     const Tensor parts[] = {Tensor::copy_of(DType::F32, {out, in}, std::as_bytes(std::span(w)))};
-    const std::vector<CachedMatrixSpec> specs = {{"w", in, out}};
+    const std::vector<CachedMatrixSpec> specs = {{"w", in, out, {parts[0]}}};
     using Change = void (*)(dnnl_memory_desc_t&);
     const std::pair<const char*, Change> changes[] = {
         {"ndims", [](dnnl_memory_desc_t& d) { d.ndims = 0x7fffffff; }},
@@ -376,6 +376,37 @@ TEST_CASE("a weight cache with a hostile oneDNN descriptor is refused (naming th
         } catch (const Error& error) {
             CHECK(std::string(error.what()).starts_with(path.string() + ": matrix 0 (w): layout "));
         }
+    }
+}
+
+TEST_CASE("a weight cache made from other weights of the same shape, under the same key, is stale: made again") {
+    Context ctx(1);
+    test::TempDir dir;
+    const std::int64_t in = 48, out = 200;  // several blocks of oneDNN's layout each way
+    std::vector<float> mine(std::size_t(in * out)), other(mine.size());
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+        mine[i] = std::sin(float(i));
+        other[i] = std::cos(float(i));
+    }
+    const std::vector<Tensor> my_parts = {Tensor::copy_of(DType::F32, {out, in}, std::as_bytes(std::span(mine)))};
+    const std::vector<Tensor> other_parts = {Tensor::copy_of(DType::F32, {out, in}, std::as_bytes(std::span(other)))};
+    std::vector<WeightFormat> formats = {WeightFormat::onednn_f32};
+    if (row_gemv_supported()) formats.push_back(WeightFormat::rows_bf16);
+    for (const WeightFormat format : formats) {
+        CAPTURE(format_name(format));
+        const auto path = dir / fmt::format("{}.weights", format_name(format));
+        const WeightCache cache(path, "key");
+        std::vector<PackedMatrix> made;
+        made.push_back(pack_matrix(ctx, other_parts, format));
+        REQUIRE(cache.save({{"w", in, out, other_parts}}, made));
+        REQUIRE(cache.read({{"w", in, out, other_parts}}, format));
+        const std::vector<CachedMatrixSpec> specs = {{"w", in, out, my_parts}};
+        CHECK_THROWS_WITH_AS(cache.read(specs, format),
+                             (path.string() + ": matrix 0 (w): its values are not those of the model's weights (made "
+                                              "from another model)")
+                                 .c_str(),
+                             Error);
+        CHECK_FALSE(cache.load(specs, format));
     }
 }
 

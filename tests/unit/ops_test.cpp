@@ -147,6 +147,38 @@ TEST_CASE("f16 weights: read as they are by f32 arithmetic on rows, converted fo
         }
 }
 
+TEST_CASE("made_from: a packed matrix holds its own parts' values in every format and layout, not another's") {
+    Context ctx(1);
+    // Shapes of one element, one row, and several of oneDNN's blocks each way; parts of f32, bf16 and f16.
+    for (auto [in, outs] : {std::pair{48L, std::vector<std::int64_t>{200, 72}}, {1L, {1}}, {37L, {1, 5}}}) {
+        for (const DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+            std::vector<Tensor> mine, other, fewer;
+            unsigned seed = 10;
+            for (const std::int64_t out : outs) {
+                const auto a = random_values(std::size_t(in * out), seed++), b = random_values(std::size_t(in * out), seed++);
+                const auto as = [&](const std::vector<float>& v) {
+                    if (dtype == DType::BF16) return tensor_bf16(v, {out, in});
+                    if (dtype == DType::F32) return tensor_f32(v, {out, in});
+                    std::vector<std::uint16_t> bits(v.size());
+                    for (std::size_t i = 0; i < v.size(); ++i) bits[i] = f32_to_f16(v[i]);
+                    return Tensor::copy_of(DType::F16, {out, in}, std::as_bytes(std::span(bits)));
+                };
+                mine.push_back(as(a));
+                other.push_back(as(b));
+            }
+            fewer.assign(mine.begin(), mine.end() - 1);
+            for (const bool bf16 : {false, true})
+                for (const WeightFormat format : formats_here(bf16)) {
+                    INFO(in, " x ", outs.size(), " parts, ", std::string(dtype_name(dtype)), ", ", std::string(format_name(format)));
+                    const PackedMatrix packed = pack_matrix(ctx, mine, format);
+                    CHECK(made_from(packed, mine));
+                    CHECK_FALSE(made_from(packed, other));
+                    if (!fewer.empty()) CHECK_FALSE(made_from(packed, fewer));
+                }
+        }
+    }
+}
+
 TEST_CASE("the work pool runs every item exactly once, loop after loop, with thread numbers in range") {
     for (int threads : {1, 2, 3, 8}) {  // 8: more threads than this machine's cores
         CAPTURE(threads);
