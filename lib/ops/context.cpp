@@ -46,8 +46,15 @@ bool Context::has_bf16_matmul() {
 
 bool Context::bf16_arithmetic() { return has_bf16_matmul() && row_gemv_bf16_supported(); }
 
+bool Context::bf16_gemm() {
+    if (bf16_gemm_ < 0)
+        bf16_gemm_ = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx || __builtin_cpu_is("amd") ? 1 : 0;
+    return bf16_gemm_ == 1;
+}
+
 std::string Context::describe() {
-    return fmt::format("oneDNN {} on {}, bf16 arithmetic: {}", onednn_version(), isa(), bf16_arithmetic() ? "yes" : "no");
+    return fmt::format("oneDNN {} on {}, bf16 arithmetic: {}", onednn_version(), isa(),
+                       !bf16_arithmetic() ? "no" : bf16_gemm() ? "yes" : "yes (prefill on f32 kernels)");
 }
 
 std::string Context::isa() const {

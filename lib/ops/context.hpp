@@ -63,12 +63,23 @@ public:
     // bf16 matmul (prefill) and the vdpbf16ps row GEMV (decode) both run, so
     // not under ONEDNN_MAX_CPU_ISA=AVX2. Else bf16 weights are multiplied in f32.
     bool bf16_arithmetic();
+    // Whether bf16 arithmetic over many rows (prefill) runs on oneDNN's bf16
+    // matmul, or on its f32 one over the same values: x rounded to bf16 and
+    // the bf16 weights widened, so products are exact and sums f32 as in
+    // vdpbf16ps. The bf16 kernels win where bf16 dot products outrun f32
+    // FMAs: AMX, and AMD's Zen 4 and 5. Intel's AVX512-BF16 without AMX
+    // issues vdpbf16ps at half the rate of f32 FMAs (oneDNN's bf16 matmul
+    // measured 86 against 173 GFLOPS in f32 on one core of a Xeon), so there
+    // the f32 kernels win. set_bf16_gemm overrides the choice (tests).
+    bool bf16_gemm();
+    void set_bf16_gemm(bool on) { bf16_gemm_ = on ? 1 : 0; }
     // oneDNN's effective ISA, as a short name ("avx2", "avx512_core_bf16", ...).
     std::string isa() const;
     // "2.6.3"
     static std::string onednn_version();
     // The path this CPU takes, for --version and bug reports:
-    // "oneDNN 2.6.3 on avx512_core_bf16, bf16 arithmetic: yes".
+    // "oneDNN 2.6.3 on avx512_core_bf16, bf16 arithmetic: yes" (and where
+    // bf16_gemm() is false: " (prefill on f32 kernels)").
     std::string describe();
 
     // The cached primitive for `key`, or null; add_matmul() stores a new one
@@ -87,6 +98,9 @@ public:
     std::byte* onednn_scratchpad(std::size_t bytes) { return scratchpad_.reserve(bytes); }
     // Scratch for a panel of weights converted to f32 (ops/matmul.cpp).
     float* panel_scratch(std::size_t count) { return panel_scratch_.reserve(count); }
+    // Scratch for activations rounded to bf16 and widened back, for bf16
+    // arithmetic on f32 kernels (bf16_gemm()).
+    float* rounded_scratch(std::size_t count) { return rounded_scratch_.reserve(count); }
 
     static constexpr std::size_t kMatmulCacheSize = 256;
 
@@ -96,6 +110,7 @@ private:
     int threads_;
     WorkPool pool_;
     int bf16_matmul_ = -1;  // -1 not probed yet
+    int bf16_gemm_ = -1;    // -1 not decided yet
 
     using Lru = std::list<MatmulKey>;
     struct Cached {
@@ -108,6 +123,7 @@ private:
     Buffer<std::uint16_t> bf16_scratch_;
     Buffer<std::byte> scratchpad_;
     Buffer<float> panel_scratch_;
+    Buffer<float> rounded_scratch_;
 };
 
 }  // namespace heads

@@ -386,10 +386,17 @@ void matmul(Context& ctx, const MatmulArgs& args, const PackedMatrix& w) {
             const std::int64_t count = gemv ? args.rows : padded_rows(args.rows);
             std::uint16_t* x_bf16 = ctx.bf16_scratch(std::size_t(count * w.in()));
             round_to_bf16(x_bf16, args.x, count, w.in(), w.in());
-            if (gemv)
+            if (gemv) {
                 row_gemv(ctx.pool(), {args.y, w.out(), nullptr, w.in(), args.rows, args.accumulate, x_bf16}, *rows);
-            else
+            } else if (ctx.bf16_gemm()) {
                 rows_matmul_bf16(ctx, args, x_bf16, *rows);
+            } else {  // the same arithmetic on f32 kernels: rounded x widened back, the rows widened in panels
+                float* x_rounded = ctx.rounded_scratch(std::size_t(args.rows * w.in()));
+                for (std::int64_t i = 0; i < args.rows * w.in(); ++i) x_rounded[i] = bf16_to_f32(x_bf16[i]);
+                MatmulArgs rounded = args;
+                rounded.x = x_rounded;
+                rows_matmul(ctx, rounded, *rows);
+            }
         } else if (gemv) {
             row_gemv(ctx.pool(), {args.y, w.out(), args.x, w.in(), args.rows, args.accumulate}, *rows);
         } else {

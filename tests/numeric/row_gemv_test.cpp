@@ -238,28 +238,34 @@ TEST_CASE("row_gemv in bf16 arithmetic gives the same bits for any thread count"
     CHECK(one == three);
 }
 
-TEST_CASE("matmul in bf16 arithmetic over bf16 rows: the GEMV and oneDNN's bf16 GEMM equal the loop over rounded x") {
+TEST_CASE("matmul in bf16 arithmetic over bf16 rows: the GEMV and the GEMM (oneDNN's bf16 one, or its f32 one) equal the loop over rounded x") {
     Context ctx(2);
     if (!ctx.bf16_arithmetic()) {
         MESSAGE("skipped: no bf16 arithmetic on this CPU path");
         return;
     }
-    for (auto [in, out_a, out_b] : {std::tuple{33L, 17L, 6L}, {200L, 64L, 9L}, {1024L, 2100L, 7L}}) {
-        const std::vector<Tensor> parts = {random_part(DType::BF16, out_a, in, 21), random_part(DType::BF16, out_b, in, 22)};
-        const PackedMatrix w(RowMatrix{parts}, ComputeType::bf16);
-        for (std::int64_t rows : {1L, 8L, 9L, 37L}) {
-            for (bool accumulate : {false, true}) {
-                CAPTURE(in);
-                CAPTURE(rows);
-                CAPTURE(accumulate);
-                const std::int64_t out = w.out();
-                const auto x = random_values(std::size_t(padded_rows(rows) * in), 23);
-                std::vector<float> y = random_values(std::size_t(padded_rows(rows) * out), 24);
-                const std::vector<float> y0 = y;
-                matmul(ctx, {y.data(), x.data(), rows, accumulate}, w);
-                const std::vector<float> base = accumulate ? y0 : std::vector<float>(y.size());
-                // oneDNN's summation order is its own: bound it by the sequential one, in + 1 additions.
-                CHECK(worst_over_bound(parts, rounded_to_bf16(x), rows, in, out, base, y, double(in) + 1) <= 1.0);
+    const bool chosen = ctx.bf16_gemm();
+    MESSAGE("this CPU's prefill kernels: " << (chosen ? "oneDNN's bf16 matmul" : "oneDNN's f32 matmul over the bf16 values"));
+    for (bool bf16_gemm : {true, false}) {
+        ctx.set_bf16_gemm(bf16_gemm);
+        for (auto [in, out_a, out_b] : {std::tuple{33L, 17L, 6L}, {200L, 64L, 9L}, {1024L, 2100L, 7L}}) {
+            const std::vector<Tensor> parts = {random_part(DType::BF16, out_a, in, 21), random_part(DType::BF16, out_b, in, 22)};
+            const PackedMatrix w(RowMatrix{parts}, ComputeType::bf16);
+            for (std::int64_t rows : {1L, 8L, 9L, 37L}) {
+                for (bool accumulate : {false, true}) {
+                    CAPTURE(bf16_gemm);
+                    CAPTURE(in);
+                    CAPTURE(rows);
+                    CAPTURE(accumulate);
+                    const std::int64_t out = w.out();
+                    const auto x = random_values(std::size_t(padded_rows(rows) * in), 23);
+                    std::vector<float> y = random_values(std::size_t(padded_rows(rows) * out), 24);
+                    const std::vector<float> y0 = y;
+                    matmul(ctx, {y.data(), x.data(), rows, accumulate}, w);
+                    const std::vector<float> base = accumulate ? y0 : std::vector<float>(y.size());
+                    // oneDNN's summation order is its own: bound it by the sequential one, in + 1 additions.
+                    CHECK(worst_over_bound(parts, rounded_to_bf16(x), rows, in, out, base, y, double(in) + 1) <= 1.0);
+                }
             }
         }
     }
