@@ -1,16 +1,10 @@
 #include "eval/frames.hpp"
 
-#include <charconv>
-#include <cstring>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "kv/kv_frame.hpp"
 #include "safetensors/keys.hpp"
-#include "io/number.hpp"
-#include "tensor/error.hpp"
-#include "tensor/quote.hpp"
 
 namespace heads {
 namespace {
@@ -20,16 +14,6 @@ Tensor f32_copy(Shape shape, std::span<const float> values) {
 }
 
 }  // namespace
-
-void check_frame_request(const FrameRequest& request, const LlamaConfig& config) {
-    for (auto l : request.hidden_layers)
-        if (l < 0 || l >= config.n_layers)
-            throw UsageError(Param{"hidden_layers"}, "{}: hidden states are numbered by layer, 0 to {}", l,
-                        config.n_layers - 1);
-    for (auto l : request.attention_layers)
-        if (l < 0 || l >= config.n_layers)
-            throw UsageError(Param{"attention_layers"}, "{}: layers are numbered 0 to {}", l, config.n_layers - 1);
-}
 
 Metadata frame_metadata(std::string_view kind, const Model& model, std::span<const std::int32_t> tokens) {
     Metadata metadata;

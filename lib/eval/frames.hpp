@@ -22,9 +22,6 @@ struct FrameRequest {
     std::int64_t recent_queries = 32;
 };
 
-// Throws heads::Error for a bad layer number (checked before running).
-void check_frame_request(const FrameRequest& request, const LlamaConfig& config);
-
 std::vector<Frame> sequence_frames(Session& session, std::span<const std::int32_t> tokens, const FrameRequest& request);
 
 // The metadata every frame of a sequence carries: kind, model, tokens.
