@@ -143,6 +143,14 @@ ForwardResult Session::forward(const ForwardRequest& request) {
     const std::int64_t all = sequences * n;  // rows of every sequence, stacked
 
     reserve(n, sequences, request.logits);
+    // The sequences share positions, so their caches must have gone on
+    // together since reset(); truncate, keep_rows, fork and the like see
+    // only sequence 0's.
+    for (std::int64_t b = 1; b < sequences; ++b)
+        if (sequence_cache(b).total_slots() != cache_.total_slots())
+            throw Error("sequence {}'s KV cache holds {} slots where sequence 0's holds {}: several sequences go on "
+                        "together from a reset session",
+                        b, sequence_cache(b).total_slots(), cache_.total_slots());
     const std::int64_t rows = padded_rows(all);
     std::int32_t* positions = positions_.data();
     std::int64_t longest = 0;

@@ -521,4 +521,17 @@ TEST_CASE("several sequences in one pass, each with its own head mask and cache,
     const std::vector<std::vector<std::vector<std::uint8_t>>> bad = {{{0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}}};
     from.sequence_masks = bad;
     CHECK_THROWS_WITH_AS(session.forward(from), "head mask for 2 heads in layer 0, which has 4", Error);
+
+    // Sequences that did not go on together: two, then a third joining late.
+    session.reset();
+    ForwardRequest pair = step(first);
+    const std::vector<std::vector<std::vector<std::uint8_t>>> two(masks.begin(), masks.begin() + 2);
+    pair.sequence_masks = two;
+    run_request(session, pair);
+    ForwardRequest three = step(second);
+    three.sequence_masks = masks;
+    CHECK_THROWS_WITH_AS(session.forward(three),
+                         "sequence 2's KV cache holds 0 slots where sequence 0's holds 42: several sequences go on "
+                         "together from a reset session",
+                         Error);
 }
