@@ -142,7 +142,42 @@ HEADS_AVX512_BF16 void dot_row_bf16(const std::uint16_t* w, std::int64_t in, con
     }
 }
 
+// Decode's case, one row of x: R weight rows at once against it, so each
+// load of x serves R rows and R streams of weights are in flight; two
+// accumulators per row, the tail (in % 64) 32 at a time, masked at the end.
+template <int R>
+HEADS_AVX512_BF16 void dot_rows_bf16(const std::uint16_t* w, std::int64_t in, const std::uint16_t* x, float* y,
+                                     bool accumulate) {
+    __m512 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    std::int64_t k = 0;
+    for (; k + 64 <= in; k += 64) {
+        const __m512bh x0 = load32_bf16(x + k), x1 = load32_bf16(x + k + 32);
+        for (int r = 0; r < R; ++r) {
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], load32_bf16(w + r * in + k), x0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], load32_bf16(w + r * in + k + 32), x1);
+        }
+    }
+    for (; k < in; k += 32) {
+        const std::int64_t count = std::min<std::int64_t>(32, in - k);
+        const __m512bh xv = load32_bf16(x + k, count);
+        for (int r = 0; r < R; ++r) acc[r][0] = _mm512_dpbf16_ps(acc[r][0], load32_bf16(w + r * in + k, count), xv);
+    }
+    for (int r = 0; r < R; ++r) {
+        const float sum = sum16(_mm512_add_ps(acc[r][0], acc[r][1]));
+        y[r] = accumulate ? y[r] + sum : sum;
+    }
+}
+
 HEADS_AVX512_BF16 void gemv_block_bf16(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
+    const auto* rows = reinterpret_cast<const std::uint16_t*>(blk.rows);
+    if (a.rows == 1) {
+        constexpr int R = 4;
+        std::int64_t r = 0;
+        for (; r + R <= blk.count; r += R) dot_rows_bf16<R>(rows + r * in, in, a.x_bf16, a.y + blk.first + r, a.accumulate);
+        for (; r < blk.count; ++r) dot_rows_bf16<1>(rows + r * in, in, a.x_bf16, a.y + blk.first + r, a.accumulate);
+        return;
+    }
     for (std::int64_t r = 0; r < blk.count; ++r) {
         const auto* w = reinterpret_cast<const std::uint16_t*>(blk.rows) + r * in;
         float* y = a.y + blk.first + r;
