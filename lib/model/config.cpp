@@ -159,7 +159,12 @@ std::vector<LayerHeads> full_layout(const LlamaConfig& c) {
 std::int32_t token_id_or(const Json& config, const char* key, std::int32_t fallback, std::int64_t vocab_size,
                          const std::string& where) {
     const auto found = config.find(key);
-    if (found == config.end() || found->is_null()) return fallback;
+    if (found == config.end() || found->is_null()) {
+        if (fallback >= vocab_size)  // Llama's default id, but this vocabulary is too small for it
+            throw Error("{}: no \"{}\", and Llama's default {} is not a token id of a vocabulary of {}", where, key,
+                        fallback, vocab_size);
+        return fallback;
+    }
     const Json& first = found->is_array() && !found->empty() ? (*found)[0] : *found;
     const auto check = [&](const Json& id) {
         if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= vocab_size ||

@@ -206,6 +206,13 @@ TEST_CASE("config.json is checked strictly") {
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4}})", "config.json"),
                          doctest::Contains("unsupported rope_scaling type \"yarn\""), Error);
     CHECK_THROWS_WITH_AS(parse_config(base + R"(, "hidden_act": "gelu"})", "config.json"), doctest::Contains("gelu"), Error);
+    // A token id left to its default must fit the vocabulary too (a fuzzer found vocab_size 1 accepted).
+    const std::string tiny = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 2)";
+    CHECK_THROWS_WITH_AS(parse_config(tiny + R"(, "bos_token_id": 0})", "config.json"),
+                         R"(config.json: no "eos_token_id", and Llama's default 2 is not a token id of a vocabulary of 2)",
+                         Error);
+    CHECK(parse_config(tiny + R"(, "bos_token_id": 0, "eos_token_id": 1})", "config.json").eos_token_id == 1);
     // A key of the wrong JSON type is heads::Error naming the file and the key, not nlohmann's type_error.
     CHECK_THROWS_WITH_AS(parse_config(R"({"model_type": 5})", "config.json"),
                          R"(config.json: "model_type" must be a string, not 5)", Error);
