@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -76,6 +77,17 @@ struct Where {
     }
 };
 
+// The integer a file stored in an enum field. The file may hold any value,
+// and reading one that is none of the enum's values as the enum is undefined
+// behaviour: the field's bytes are read as its underlying integer instead.
+template <class Enum>
+std::underlying_type_t<Enum> stored_value(const Enum& field) {
+    std::underlying_type_t<Enum> value;
+    static_assert(sizeof value == sizeof field);
+    std::memcpy(&value, &field, sizeof value);
+    return value;
+}
+
 // A matrix's oneDNN descriptor from its hex text, checked field by field
 // before oneDNN sees it (oneDNN trusts a descriptor: a hostile ndims or stride
 // would make it read out of bounds), and rebuilt from the checked fields only.
@@ -89,8 +101,10 @@ dnnl::memory::desc checked_desc(const std::string& hex, std::int64_t in, std::in
     if (raw.ndims != 2) throw where.error("layout has {} dimensions, not 2", raw.ndims);
     if (raw.dims[0] != in || raw.dims[1] != out)
         throw where.error("layout is [{}, {}], not [{}, {}]", raw.dims[0], raw.dims[1], in, out);
-    if (raw.data_type != type) throw where.error("layout has another data type ({})", int(raw.data_type));
-    if (raw.format_kind != dnnl_blocked) throw where.error("layout is not a blocked one ({})", int(raw.format_kind));
+    if (const auto data_type = stored_value(raw.data_type); data_type != stored_value(type))
+        throw where.error("layout has another data type ({})", data_type);
+    if (const auto kind = stored_value(raw.format_kind); kind != stored_value(dnnl_blocked))
+        throw where.error("layout is not a blocked one ({})", kind);
     if (raw.offset0 != 0 || raw.padded_offsets[0] != 0 || raw.padded_offsets[1] != 0)
         throw where.error("layout has an offset");
     if (raw.extra.flags != 0) throw where.error("layout has extra flags");

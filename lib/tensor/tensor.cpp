@@ -38,7 +38,8 @@ Tensor Tensor::copy_of(DType dtype, Shape shape, std::span<const std::byte> byte
     if (bytes.size() != tensor.nbytes())
         throw std::invalid_argument(fmt::format("{} bytes for a {} {} tensor of {} bytes", bytes.size(),
                                                 dtype_name(dtype), shape_string(tensor.shape_), tensor.nbytes()));
-    std::memcpy(tensor.mutable_bytes().data(), bytes.data(), bytes.size());
+    // An empty span may have no data at all (a layer that kept no heads), and memcpy's source must not be null.
+    if (!bytes.empty()) std::memcpy(tensor.mutable_bytes().data(), bytes.data(), bytes.size());
     return tensor;
 }
 

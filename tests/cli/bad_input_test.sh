@@ -113,10 +113,26 @@ expect 1 "missing/x.ids: No such file or directory" "$tokenize" -o missing/x.ids
 # 2. -t: a stated cap, and threads the system refuses: one line, never an abort.
 expect 2 "--threads: 100000 is more than the 1024 threads" "$decode" -t 100000 -n 1 prompt.ids
 expect 2 "--threads: 100000 is more than the 1024 threads" "$infer" -t 100000 prompt.ids
-# 1 GiB thread stacks under a 6 GiB address space: the system refuses the
-# sixth thread or so.
+# 1 GiB thread stacks under an address space 6 GiB larger than what decode
+# maps while it waits for input: the system refuses the sixth thread or so.
+# Measured, not assumed: under AddressSanitizer decode maps about 20 TiB (the
+# sanitizer's shadow memory) before main, and a plain 6 GiB stops it there.
+rm -f held
+mkfifo held
+exec 3<> held
+"$decode" -t 1 -n 1 held > /dev/null 3>&- &
+pid=$!
+for _ in $(seq 100); do  # decode has opened held (not inherited: 3>&-), so it is in main
+    ls -l "/proc/$pid/fd" 2> /dev/null | grep -q "$tmp/held" && break
+    sleep 0.1
+done
+mapped=$(sed -n 's/^VmSize:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$pid/status")
+kill "$pid"
+wait "$pid" 2> /dev/null
+exec 3>&-
+[ -n "$mapped" ] || fail "the address space of a waiting decode could not be read"
 as=decode expect 1 "--threads: cannot start 64 threads, only [0-9]+: Resource temporarily unavailable" \
-    bash -c 'ulimit -s 1048576 && ulimit -v 6291456 && exec "$0" -t 64 -n 1 prompt.ids' "$decode"
+    bash -c 'ulimit -s 1048576 && ulimit -v $(($1 + 6291456)) && exec "$0" -t 64 -n 1 prompt.ids' "$decode" "$mapped"
 
 # 3. A signal while -o is being written: the temporary file goes, and the
 # program dies of the signal. The input is a FIFO held open, so each

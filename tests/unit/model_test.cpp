@@ -7,10 +7,12 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kv/kv_frame.hpp"
@@ -331,6 +333,13 @@ TEST_CASE("the weight cache keeps matrices of every format, rows in several part
 
 namespace {
 
+// Stores VALUE in an enum field as a file would hold it: its bytes, whatever
+// the enum's values are (converting VALUE to the enum could be undefined).
+template <class Enum>
+void store_int(Enum& field, std::underlying_type_t<Enum> value) {
+    std::memcpy(&field, &value, sizeof field);
+}
+
 // Rewrites the oneDNN descriptor stored for the cache file's first matrix
 // (same length of hex, so the header and the offsets stay as they are).
 void rewrite_desc(const std::filesystem::path& path, void (*change)(dnnl_memory_desc_t&)) {
@@ -365,7 +374,9 @@ TEST_CASE("a weight cache with a hostile oneDNN descriptor is refused (naming th
         {"negative ndims", [](dnnl_memory_desc_t& d) { d.ndims = -5; }},
         {"inner blocks", [](dnnl_memory_desc_t& d) { d.format_desc.blocking.inner_nblks = 1000; }},
         {"strides", [](dnnl_memory_desc_t& d) { d.format_desc.blocking.strides[1] *= 1000; }},
-        {"format kind", [](dnnl_memory_desc_t& d) { d.format_kind = dnnl_format_kind_t(77); }},
+        // 77 is none of the enums' values: stored as the bytes a file would hold.
+        {"format kind", [](dnnl_memory_desc_t& d) { store_int(d.format_kind, 77); }},
+        {"data type", [](dnnl_memory_desc_t& d) { store_int(d.data_type, 77); }},
     };
     for (const auto& [what, change] : changes) {
         CAPTURE(std::string(what));
