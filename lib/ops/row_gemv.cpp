@@ -46,7 +46,7 @@ HEADS_AVX2 inline float sum8(__m256 v) {
 // `in`, each over four interleaved 8-lane accumulators (four FMA chains in
 // flight), then 8-lane steps, then a scalar tail; written or added to y.
 // One row at a time keeps the weights a single sequential stream, which
-// AMD's prefetcher follows (decode_rows_at_once says where four are read).
+// AMD's prefetcher follows (four_rows_at_once says where four are read).
 template <class W, int C>
 HEADS_AVX2 void dot_row(const W* w, std::int64_t in, const float* x, std::int64_t ldx, float* y, std::int64_t ldy,
                         bool accumulate) {
@@ -99,13 +99,13 @@ HEADS_AVX2 void dot_rows(const W* w, std::int64_t in, const float* x, float* y, 
     }
 }
 
-// How many weight rows decode (one row of x) reads at once. Intel's
+// Whether decode (one row of x) reads four weight rows at once. Intel's
 // prefetchers follow several row streams, and four rows sharing each load
 // of x decoded 6-13% faster there (a Xeon with AVX512-BF16); on AMD's Zen 3
 // four interleaved rows streamed ~30% slower than one, so AMD keeps one.
-int decode_rows_at_once() {
-    static const int rows = __builtin_cpu_is("intel") ? 4 : 1;
-    return rows;
+bool four_rows_at_once() {
+    static const bool four = __builtin_cpu_is("intel");
+    return four;
 }
 
 // out[0, n) = w[0, n) as f32.
@@ -117,7 +117,7 @@ template <class W> HEADS_AVX2 void widen(const W* w, std::int64_t n, float* out)
 
 // One block of output rows, each row against every row of x.
 template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
-    if (a.rows == 1 && decode_rows_at_once() == 4) {
+    if (a.rows == 1 && four_rows_at_once()) {
         const W* rows = reinterpret_cast<const W*>(blk.rows);
         std::int64_t r = 0;
         for (; r + 4 <= blk.count; r += 4) dot_rows<W, 4>(rows + r * in, in, a.x, a.y + blk.first + r, a.accumulate);
@@ -213,7 +213,7 @@ HEADS_AVX512_BF16 void dot_rows_bf16(const std::uint16_t* w, std::int64_t in, co
 
 HEADS_AVX512_BF16 void gemv_block_bf16(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
     const auto* rows = reinterpret_cast<const std::uint16_t*>(blk.rows);
-    if (a.rows == 1 && decode_rows_at_once() == 4) {
+    if (a.rows == 1 && four_rows_at_once()) {
         std::int64_t r = 0;
         for (; r + 4 <= blk.count; r += 4) dot_rows_bf16<4>(rows + r * in, in, a.x_bf16, a.y + blk.first + r, a.accumulate);
         for (; r < blk.count; ++r) dot_rows_bf16<1>(rows + r * in, in, a.x_bf16, a.y + blk.first + r, a.accumulate);
