@@ -1,8 +1,9 @@
 // engine_bench: the engine's speed on one model, as scripts/bench reports it
 // (not installed). Loads the model, then times a prefill of --prefill tokens
-// from an empty cache and --decode single-token steps after it, each
-// repeated --reps times; prints TSV rows: what, tokens/s (median, min, max),
-// seconds, peak RSS, the weight bytes a decode step reads.
+// from an empty cache (in forwards of at most --batch tokens) and --decode
+// single-token steps after it, each repeated --reps times; prints TSV rows:
+// what, tokens/s (median, min, max), seconds, peak RSS, the weight bytes a
+// decode step reads.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Time the engine: load, prefill, decode", "engine_bench"};
     std::string model_dir, precision = "auto", kv_type = "auto";
     int threads = 0, reps = 5;
-    std::int64_t prefill = 512, decode = 64;
+    std::int64_t prefill = 512, decode = 64, batch = 0;
     cli::add_model_option(app, model_dir);
     cli::add_threads_option(app, threads);
     cli::add_precision_option(app, precision);
@@ -66,6 +67,10 @@ int main(int argc, char** argv) {
     app.add_option("--prefill", prefill, "prompt tokens");
     app.add_option("--decode", decode, "generated tokens, one per step");
     app.add_option("--reps", reps, "repetitions (the median is reported)");
+    // llama.cpp prefills in micro-batches (-ub, 512 by default): the same
+    // bound on heads' side makes peak RSS at a long context comparable.
+    app.add_option("--batch", batch, "prefill in forwards of at most this many tokens (default 0: all at once)")
+        ->check(CLI::NonNegativeNumber);
     return cli::run(app, argc, argv, [&] {
         Context ctx(cli::thread_count(threads));
         LoadOptions options;
@@ -82,9 +87,15 @@ int main(int argc, char** argv) {
         for (int rep = 0; rep <= reps; ++rep) {  // rep 0 warms up (primitives, pages)
             session.reset();
             ForwardRequest request;
-            request.tokens = prompt;
+            ForwardResult result;
+            const auto step = std::size_t(batch > 0 ? batch : std::max<std::int64_t>(prefill, 1));
             auto t0 = Clock::now();
-            ForwardResult result = session.forward(request);
+            for (std::size_t at = 0; at < prompt.size(); at += step) {
+                request.tokens = std::span(prompt).subspan(at, std::min(step, prompt.size() - at));
+                request.logits = at + step >= prompt.size() ? LogitRows::last : LogitRows::none;
+                result = session.forward(request);
+            }
+            request.logits = LogitRows::last;
             const double prefill_time = seconds_since(t0);
             std::int32_t next = std::int32_t(std::max_element(result.logits.begin(), result.logits.end()) - result.logits.begin());
             t0 = Clock::now();
