@@ -175,14 +175,16 @@ inline std::int64_t bf16_to_line_boundary(const std::uint16_t* w, std::int64_t i
 // rows of x; each vdpbf16ps adds 32 exact products into 16 f32 lanes, four
 // accumulators in flight. A masked head (zero lanes add nothing) brings the
 // weights to a cache-line boundary: whole-line loads decoded the TinyLlama
-// shape 12-15% faster on Zen 5 (interleaved A/B, 2026-12-06). The tail
-// (in % 32) is masked too. Each 64-byte line of weights is prefetched
-// kBf16PrefetchBytes ahead (a prefetch never faults, past the mapping too).
+// shape 12-15% faster on Zen 5 (interleaved A/B, 2026-12-06). So the sums'
+// grouping follows the row's address: the same weights at another offset in
+// a file may differ in the last bit, never with the thread count or C. The
+// tail (in % 32) is masked too. Each 64-byte line of weights is prefetched
+// kBf16PrefetchBytes ahead (a prefetch never faults, past the mapping too;
+// the address is formed as an integer, as it may lie past the row's object).
 template <int C>
 HEADS_AVX512_BF16 void dot_row_bf16(const std::uint16_t* w, std::int64_t in, const std::uint16_t* x, std::int64_t ldx,
                                     float* y, std::int64_t ldy, bool accumulate) {
     constexpr int U = 4;
-    constexpr std::int64_t ahead = kBf16PrefetchBytes / sizeof(std::uint16_t);
     __m512 acc[C][U];
     for (int c = 0; c < C; ++c)
         for (int u = 0; u < U; ++u) acc[c][u] = _mm512_setzero_ps();
@@ -193,7 +195,8 @@ HEADS_AVX512_BF16 void dot_row_bf16(const std::uint16_t* w, std::int64_t in, con
     }
     for (; k + 32 * U <= in; k += 32 * U)
         for (int u = 0; u < U; ++u) {
-            _mm_prefetch(reinterpret_cast<const char*>(w + k + 32 * u + ahead), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(w + k + 32 * u) + kBf16PrefetchBytes),
+                         _MM_HINT_T0);
             const __m512bh wv = load32_bf16(w + k + 32 * u);
             for (int c = 0; c < C; ++c) acc[c][u] = _mm512_dpbf16_ps(acc[c][u], wv, load32_bf16(x + c * ldx + k + 32 * u));
         }
