@@ -7,11 +7,11 @@ three induction heads on random pieces repeated twice, found by infer
 the model's copying away. The copying reaches across the context: decode
 continues lists of random pieces given 380 tokens of held-out text earlier,
 or from the first 100 positions to the end of the context (scripts/copy-test,
-which runs tokenize and decode), and does not with the induction heads
-masked. MODEL.md has the full table: the model copies about 80% there, so
-the bar of 60% leaves room for another CPU's rounding, and the models before
-(no long-range phase: nothing that far back; one at RoPE base 10000: 47% and
-24%) fall below it.
+which runs tokenize and decode, over 128 lists as MODEL.md's table), and does
+not with the induction heads masked. The model copies 83.9% and 85.8% of the
+lists there, so the bar of 80% leaves five lists for another CPU's rounding,
+and the models before (no long-range phase: nothing that far back; one at
+RoPE base 10000: 47% and 24% over 32 lists) fall below it.
 
     embedded_model.py BUILD_BIN_DIR SOURCE_DIR
 """
@@ -33,6 +33,10 @@ REFERENCE = os.path.join(src, "scripts", "reference.py")
 COPY_TEST = os.path.join(src, "scripts", "copy-test")
 TOKENIZE, INFER = os.path.join(bin_dir, "tokenize"), os.path.join(bin_dir, "infer")
 N_SPECIAL = 3 + 256  # <unk> <s> </s> and the byte pieces: random spans never use them
+# Far copying over as many lists as MODEL.md's table: a lost list moves the share by 0.8 points;
+# 32 lists put a model 5-7 points away from its 128-list figure, more than models differ.
+FAR_LISTS = 128
+FAR_BAR = {"380": 0.80, "anywhere": 0.80}
 report = Checks(show_passes=True)
 
 
@@ -110,15 +114,18 @@ def main():
     # --- copying from far back: a list, 380 tokens of held-out text, its first two pieces; decode goes on ---
     every_strong = ",".join(f"{l}.{h}" for l, h in strong) or "0.0"
     far = {}
-    for name, extra in (("intact", []), ("masked", ["--mask-heads", every_strong])):
+    for name, lists, extra in (("intact", FAR_LISTS, []), ("masked", 8, ["--mask-heads", every_strong])):
         out = run([sys.executable, COPY_TEST, "--bin", bin_dir, "--model", MODEL, "--filler", "380",
-                   "--lists", "8", "--anywhere", "--json", *extra])
+                   "--lists", str(lists), "--anywhere", "--json", *extra])
         far[name] = json.loads(out)
-    report(far["intact"]["380"] >= 0.6, f"copies {100 * far['intact']['380']:.0f}% of 8 lists after 380 tokens of filler")
-    report(far["intact"]["anywhere"] >= 0.6,
-           f"copies {100 * far['intact']['anywhere']:.0f}% of 8 lists from the first 100 positions to the context's end")
+    report(far["intact"]["380"] >= FAR_BAR["380"],
+           f"copies {100 * far['intact']['380']:.1f}% of {FAR_LISTS} lists after 380 tokens of filler "
+           f"(bar {100 * FAR_BAR['380']:.0f}%)")
+    report(far["intact"]["anywhere"] >= FAR_BAR["anywhere"],
+           f"copies {100 * far['intact']['anywhere']:.1f}% of {FAR_LISTS} lists from the first 100 positions to the "
+           f"context's end (bar {100 * FAR_BAR['anywhere']:.0f}%)")
     report(max(far["masked"].values()) <= 0.05,
-           f"with {every_strong} masked: {100 * far['masked']['380']:.0f}% and {100 * far['masked']['anywhere']:.0f}%")
+           f"with {every_strong} masked: {100 * far['masked']['380']:.0f}% and {100 * far['masked']['anywhere']:.0f}% of 8 lists")
     return report.status()
 
 
