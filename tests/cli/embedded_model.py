@@ -8,10 +8,13 @@ the model's copying away. The copying reaches across the context: decode
 continues lists of random pieces given 380 tokens of held-out text earlier,
 or from the first 100 positions to the end of the context (scripts/copy-test,
 which runs tokenize and decode, over 128 lists as MODEL.md's table), and does
-not with the induction heads masked. The model copies 83.9% and 85.8% of the
-lists there, so the bar of 80% leaves five lists for another CPU's rounding,
-and the models before (no long-range phase: nothing that far back; one at
-RoPE base 10000: 47% and 24% over 32 lists) fall below it.
+not with the induction heads masked. The bars are the embedded model's
+brief: 95% of the list after 380 tokens, 90% from the first 100 positions.
+The model copies 98.3% and 97.7% there (the same on the AVX2 path), so
+the bars leave four and ten lists for another CPU's rounding, and the models
+before it fall below them (the head_dim-16 model of git commit f43e1cd:
+83.9% and 85.8%; its widened successors without the weighted copy starts,
+91.6-92.9% after 380 tokens).
 
     embedded_model.py BUILD_BIN_DIR SOURCE_DIR
 """
@@ -36,7 +39,7 @@ N_SPECIAL = 3 + 256  # <unk> <s> </s> and the byte pieces: random spans never us
 # Far copying over as many lists as MODEL.md's table: a lost list moves the share by 0.8 points;
 # 32 lists put a model 5-7 points away from its 128-list figure, more than models differ.
 FAR_LISTS = 128
-FAR_BAR = {"380": 0.80, "anywhere": 0.80}
+FAR_BAR = {"380": 0.95, "anywhere": 0.90}
 report = Checks(show_passes=True)
 
 
