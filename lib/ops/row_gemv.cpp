@@ -4,12 +4,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <stdexcept>
-#include <vector>
 
 #include <fmt/format.h>
-#include <oneapi/dnnl/dnnl.hpp>
 
 namespace heads {
 namespace {
@@ -118,113 +115,6 @@ template <class W> HEADS_AVX2 void widen(const W* w, std::int64_t n, float* out)
     for (; k < n; ++k) out[k] = to_f32(w[k]);
 }
 
-#define HEADS_AVX512 __attribute__((target("avx512f")))
-
-// The sum of 16 lanes in a fixed order, through memory: GCC 12's lane
-// shuffles and extracts (_mm512_reduce_add_ps's too) start from an
-// "undefined" register it then warns about; once per output, it costs nothing.
-HEADS_AVX512 inline float sum16(__m512 v) {
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, v);
-    const __m128 quad = _mm_add_ps(_mm_add_ps(_mm_load_ps(lanes), _mm_load_ps(lanes + 8)),
-                                   _mm_add_ps(_mm_load_ps(lanes + 4), _mm_load_ps(lanes + 12)));
-    const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
-}
-
-// Whether f32 decode (one row of x, f32 rows) runs dot_row_f32_lines: on
-// AMD's AVX-512 CPUs, where oneDNN is not held to AVX2 (ONEDNN_MAX_CPU_ISA,
-// which the suite's "avx2 path" sets, keeps the AVX2 kernel in use there).
-// Intel reads four rows at once instead (four_rows_at_once).
-bool f32_rows_by_lines() {
-    static const bool lines = [] {
-        const auto isa = unsigned(dnnl::get_effective_cpu_isa()), core = unsigned(dnnl::cpu_isa::avx512_core);
-        return __builtin_cpu_supports("avx512f") && (isa & core) == core && !four_rows_at_once();
-    }();
-    return lines;
-}
-
-// The first n lanes of 16 (none for n <= 0, all for n >= 16).
-HEADS_AVX512 inline __mmask16 first_lanes(std::int64_t n) {
-    return __mmask16((1u << std::clamp<std::int64_t>(n, 0, 16)) - 1);
-}
-
-// One f32 weight row against one row of x in 64-byte loads that never span
-// two cache lines: a masked head brings w to a line boundary, and x must sit
-// at w's offset within a line (XAtRowOffset), so that its loads are whole
-// lines too; the rest (in % 64 after the head) is four masked 16-lane steps,
-// without a branch. The AVX2 kernel above, over a safetensors file's rows
-// (48 bytes past a line in the bench models), splits every other load across
-// two lines. Measured on Zen 5 over the TinyLlama shape's f32 file: a
-// scratch loop over all its matrices in decode order, alternating kernels
-// in one process, read 5-25% faster than the AVX2 loop (plain AVX-512 loads
-// over the rows as they lie were no faster than AVX2); in engine_bench,
-// alternating the two kernels token by token (30 pairs per run, 2026-12-07),
-// decode was 5-6% faster at -t 2 and -1% to +8% at -t 1. A loop that ends
-// its rows in a branch per 16 lanes gained 3%. As in dot_row_bf16, the sums'
-// grouping follows the row's offset, never the thread count.
-HEADS_AVX512 void dot_row_f32_lines(const float* w, std::int64_t in, const float* x, float* y, bool accumulate) {
-    constexpr int U = 4;
-    __m512 acc[U];
-    for (int u = 0; u < U; ++u) acc[u] = _mm512_setzero_ps();
-    const auto past_line = std::int64_t(reinterpret_cast<std::uintptr_t>(w) & 63);
-    std::int64_t k = std::min(in, ((64 - past_line) & 63) / std::int64_t(sizeof(float)));
-    const __mmask16 head = first_lanes(k);
-    acc[1] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(head, w), _mm512_maskz_loadu_ps(head, x), acc[1]);
-    for (; k + 16 * U <= in; k += 16 * U)
-        for (int u = 0; u < U; ++u)
-            acc[u] = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16 * u), _mm512_loadu_ps(x + k + 16 * u), acc[u]);
-    // Masked-off lanes are not read: a step wholly past `in` reads nothing
-    // (its address is kept within the row, one past its end at most).
-    for (int u = 0; u < U; ++u) {
-        const std::int64_t at = std::min(in, k + 16 * u);
-        const __mmask16 part = first_lanes(in - at);
-        acc[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(part, w + at), _mm512_maskz_loadu_ps(part, x + at), acc[u]);
-    }
-    const float sum = sum16(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-    *y = accumulate ? *y + sum : sum;
-}
-
-// Copies of one row of x, each placed at one of the offsets within a 64-byte
-// line at which the matrix's parts start (a part's rows all start at its
-// offset when a row is a whole number of lines; in practice one offset).
-class XAtRowOffset {
-public:
-    XAtRowOffset(const RowMatrix& w, const float* x) {
-        for (const Tensor& part : w.parts()) {
-            const std::size_t slot = offset_slot(part.bytes().data());
-            if (!copies_[slot].empty()) continue;
-            copies_[slot].resize(std::size_t(w.in()) + 32);  // room to move the start by up to 63 bytes
-            const auto line = (reinterpret_cast<std::uintptr_t>(copies_[slot].data()) + 63) & ~std::uintptr_t(63);
-            float* at = reinterpret_cast<float*>(line) + slot;
-            std::copy(x, x + w.in(), at);
-            starts_[slot] = at;
-        }
-    }
-    // x at the offset of rows that start at `rows`.
-    const float* at(const std::byte* rows) const { return starts_[offset_slot(rows)]; }
-
-private:
-    static std::size_t offset_slot(const std::byte* p) {
-        return (reinterpret_cast<std::uintptr_t>(p) & 63) / sizeof(float);
-    }
-    std::array<std::vector<float>, 16> copies_;
-    std::array<const float*, 16> starts_{};
-};
-
-// f32 rows a whole number of lines long, one row of x: whole-line loads.
-bool decodes_by_lines(const RowGemvArgs& a, const RowMatrix& w) {
-    return a.rows == 1 && w.dtype() == DType::F32 && (w.in() * std::int64_t(sizeof(float))) % 64 == 0 &&
-           f32_rows_by_lines();
-}
-
-HEADS_AVX512 void gemv_block_f32_lines(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in,
-                                       const XAtRowOffset& x) {
-    const float* x_at = x.at(blk.rows);
-    for (std::int64_t r = 0; r < blk.count; ++r)
-        dot_row_f32_lines(reinterpret_cast<const float*>(blk.rows) + r * in, in, x_at, a.y + blk.first + r, a.accumulate);
-}
-
 // One block of output rows, each row against every row of x.
 template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in) {
     if (a.rows == 1 && four_rows_at_once()) {
@@ -251,6 +141,18 @@ template <class W> HEADS_AVX2 void gemv_block(const RowGemvArgs& a, const RowMat
 HEADS_AVX512_BF16 inline __m512bh load32_bf16(const std::uint16_t* p, std::int64_t count = 32) {
     const __m512i bits = count >= 32 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi16(__mmask32((1u << count) - 1), p);
     return reinterpret_cast<const __m512bh&>(bits);
+}
+
+// The sum of 16 lanes in a fixed order, through memory: GCC 12's lane
+// shuffles and extracts (_mm512_reduce_add_ps's too) start from an
+// "undefined" register it then warns about; once per output, it costs nothing.
+HEADS_AVX512_BF16 inline float sum16(__m512 v) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, v);
+    const __m128 quad = _mm_add_ps(_mm_add_ps(_mm_load_ps(lanes), _mm_load_ps(lanes + 8)),
+                                   _mm_add_ps(_mm_load_ps(lanes + 4), _mm_load_ps(lanes + 12)));
+    const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
 }
 
 // How far ahead of its loads dot_row_bf16 asks for the weights (bytes): the
@@ -415,10 +317,6 @@ void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w) {
             throw std::invalid_argument(fmt::format("row_gemv: bf16 arithmetic needs BF16 rows ({}) and AVX512-BF16 ({})",
                                                     dtype_name(w.dtype()), row_gemv_bf16_supported() ? "present" : "absent"));
         return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block_bf16(args, blk, in); });
-    }
-    if (decodes_by_lines(args, w)) {
-        const XAtRowOffset x(w, args.x);
-        return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block_f32_lines(args, blk, in, x); });
     }
     switch (w.dtype()) {
     case DType::BF16: return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block<Bf16>(args, blk, in); });

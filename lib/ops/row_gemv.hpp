@@ -4,10 +4,8 @@
 // - f32: f32, bf16 or f16 weights widened to f32 in registers (exact: f32
 //   arithmetic on the file's values), AVX2/FMA/F16C (row_gemv_supported());
 //   the kernel streams 2 bytes per bf16 or f16 weight where an f32 copy would
-//   stream 4. On AMD's AVX-512 CPUs, f32 rows a whole number of 64-byte lines
-//   long against one row of x run an AVX-512 kernel whose loads never span
-//   two lines (x copied to the rows' offset within a line), unless oneDNN
-//   is held to AVX2 (ONEDNN_MAX_CPU_ISA).
+//   stream 4. On AVX-512 CPUs too: an AVX-512 f32 variant was no faster, the
+//   weights' stream being the limit.
 // - bf16: bf16 weights against x rounded to bf16, 32 products per vdpbf16ps,
 //   summed in f32, AVX512-BF16 (row_gemv_bf16_supported()): what oneDNN's
 //   bf16 matmul computes, at the weights' stream speed.

@@ -8,8 +8,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdint>
-#include <memory>
 #include <random>
 #include <vector>
 
@@ -104,46 +102,6 @@ TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accu
                     CHECK(worst <= 1e-5 * std::sqrt(double(in)));
                 }
         }
-}
-
-TEST_CASE("f32 rows at every offset within a cache line, one row of x: the plain loop, the same bits for any thread count") {
-    // Decode over f32 rows of whole 64-byte lines reads them in whole lines on
-    // AMD's AVX-512 CPUs (a masked head, x copied to the rows' offset): every
-    // offset a file's tensor can start at, two parts at different offsets,
-    // and in short of, at, and past one 64-wide step after the head.
-    if (!row_gemv_supported()) return;
-    for (const std::int64_t in : {16, 64, 80, 208}) {
-        const std::int64_t out_a = 37, out_b = 21;
-        const auto a_values = random_values(std::size_t(out_a * in), unsigned(in));
-        const auto b_values = random_values(std::size_t(out_b * in), unsigned(in) + 1);
-        // One buffer whose line-aligned start is known, the parts placed at chosen offsets in it.
-        std::vector<float> memory(std::size_t((out_a + out_b) * in) + 64);
-        const auto line = (reinterpret_cast<std::uintptr_t>(memory.data()) + 63) & ~std::uintptr_t(63);
-        float* aligned = reinterpret_cast<float*>(line);
-        const auto owner = std::make_shared<int>(0);
-        for (std::int64_t shift = 0; shift < 16; ++shift) {
-            CAPTURE(in);
-            CAPTURE(shift);
-            float* a_rows = aligned + shift;
-            float* b_rows = a_rows + out_a * in + (shift % 3);  // the second part at another offset
-            std::copy(a_values.begin(), a_values.end(), a_rows);
-            std::copy(b_values.begin(), b_values.end(), b_rows);
-            const std::vector<Tensor> parts = {
-                Tensor::view(DType::F32, {out_a, in}, reinterpret_cast<const std::byte*>(a_rows), owner),
-                Tensor::view(DType::F32, {out_b, in}, reinterpret_cast<const std::byte*>(b_rows), owner)};
-            const RowMatrix w(parts);
-            const auto x = random_values(std::size_t(in), unsigned(100 + shift));
-            std::vector<float> one(std::size_t(w.out())), two(one.size());
-            WorkPool pool_1(1), pool_2(2);
-            row_gemv(pool_1, {one.data(), w.out(), x.data(), in, 1}, w);
-            row_gemv(pool_2, {two.data(), w.out(), x.data(), in, 1}, w);
-            CHECK(one == two);
-            const auto expect = reference(parts, x, 1, in, w.out(), std::vector<float>(one.size()));
-            double worst = 0.0;
-            for (std::size_t o = 0; o < one.size(); ++o) worst = std::max(worst, std::abs(expect[o] - one[o]));
-            CHECK(worst <= 1e-5 * std::sqrt(double(in)));
-        }
-    }
 }
 
 TEST_CASE("row_gemv gives the same bits for any thread count") {
