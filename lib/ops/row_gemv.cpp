@@ -4,7 +4,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <stdexcept>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -113,6 +115,85 @@ template <class W> HEADS_AVX2 void widen(const W* w, std::int64_t n, float* out)
     std::int64_t k = 0;
     for (; k + 8 <= n; k += 8) _mm256_storeu_ps(out + k, load8(w + k));
     for (; k < n; ++k) out[k] = to_f32(w[k]);
+}
+
+// Decode's f32 case on AMD (one row of x, f32 rows): dot_row with no load
+// that spans two cache lines. A safetensors file's tensors start wherever
+// its JSON header ends (the TinyLlama-shape bench file's 48 bytes past a
+// line), so dot_row's 32-byte loads of such rows split every other line;
+// here a scalar head brings w to a 32-byte boundary, and x sits at w's
+// offset within 32 bytes (XAtRowOffset), so that its loads are whole too.
+// Alternated with dot_row token by token in engine_bench on Zen 5
+// (2026-12-07), it decoded the TinyLlama shape's f32 file 13-17% faster at
+// -t 1 and -t 2 (4 runs, 25-29 of 30 tokens faster in each; 8-20% in 8
+// runs of a scratch version), and the 168M file, whose rows lie 32 bytes
+// past a line, within 1% (100 tokens a run). A whole-line AVX-512 form of
+// it changed sign from hour to hour (bench/HISTORY.md). The sums' grouping
+// follows the row's offset (as in dot_row_bf16), never the thread count.
+HEADS_AVX2 void dot_row_f32_whole_loads(const float* w, std::int64_t in, const float* x, float* y, bool accumulate) {
+    const auto past = std::int64_t(reinterpret_cast<std::uintptr_t>(w) % 32);
+    const std::int64_t head = std::min(in, (32 - past) % 32 / std::int64_t(sizeof(float)));
+    float scalar = 0.0f;
+    std::int64_t k = 0;
+    for (; k < head; ++k) scalar += w[k] * x[k];
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (; k + 32 <= in; k += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k + 8 <= in; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    for (; k < in; ++k) scalar += w[k] * x[k];
+    const float sum = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + scalar;
+    *y = accumulate ? *y + sum : sum;
+}
+
+// One row of x placed at each offset within 32 bytes at which a matrix's
+// parts start (every row of a part starts there when a row is a whole
+// number of 32 bytes; in practice one offset per file): x itself where it
+// already sits at that offset, else a copy.
+class XAtRowOffset {
+public:
+    XAtRowOffset(const RowMatrix& w, const float* x) {
+        for (const Tensor& part : w.parts()) {
+            const std::size_t slot = slot_of(part.bytes().data());
+            if (starts_[slot]) continue;
+            if (slot_of(x) == slot) {
+                starts_[slot] = x;
+                continue;
+            }
+            std::vector<float>& copy = copies_[slot];
+            copy.resize(std::size_t(w.in()) + 16);  // room to move the start by up to 31 bytes
+            const auto boundary = (reinterpret_cast<std::uintptr_t>(copy.data()) + 31) & ~std::uintptr_t(31);
+            float* at = reinterpret_cast<float*>(boundary) + slot;
+            std::copy(x, x + w.in(), at);
+            starts_[slot] = at;
+        }
+    }
+    // x at the offset of rows that start at `rows`.
+    const float* at(const std::byte* rows) const { return starts_[slot_of(rows)]; }
+
+private:
+    static constexpr std::size_t kSlots = 32 / sizeof(float);
+    static std::size_t slot_of(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 32 / sizeof(float); }
+    std::array<std::vector<float>, kSlots> copies_;
+    std::array<const float*, kSlots> starts_{};
+};
+
+// Whether row_gemv runs dot_row_f32_whole_loads: f32 rows a whole number of
+// 32 bytes long (so a part's rows share one offset), one row of x, on CPUs
+// that read one row at a time (four_rows_at_once).
+bool f32_whole_loads(const RowGemvArgs& a, const RowMatrix& w) {
+    return a.rows == 1 && w.dtype() == DType::F32 && w.in() % 8 == 0 && !four_rows_at_once();
+}
+
+HEADS_AVX2 void gemv_block_f32_whole_loads(const RowGemvArgs& a, const RowMatrix::Block& blk, std::int64_t in,
+                                           const XAtRowOffset& x) {
+    const float* x_at = x.at(blk.rows);
+    for (std::int64_t r = 0; r < blk.count; ++r)
+        dot_row_f32_whole_loads(reinterpret_cast<const float*>(blk.rows) + r * in, in, x_at, a.y + blk.first + r,
+                                a.accumulate);
 }
 
 // One block of output rows, each row against every row of x.
@@ -317,6 +398,10 @@ void row_gemv(WorkPool& pool, const RowGemvArgs& args, const RowMatrix& w) {
             throw std::invalid_argument(fmt::format("row_gemv: bf16 arithmetic needs BF16 rows ({}) and AVX512-BF16 ({})",
                                                     dtype_name(w.dtype()), row_gemv_bf16_supported() ? "present" : "absent"));
         return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block_bf16(args, blk, in); });
+    }
+    if (f32_whole_loads(args, w)) {
+        const XAtRowOffset x(w, args.x);
+        return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block_f32_whole_loads(args, blk, in, x); });
     }
     switch (w.dtype()) {
     case DType::BF16: return gemv(pool, w, [&](const RowMatrix::Block& blk) { gemv_block<Bf16>(args, blk, in); });

@@ -5,7 +5,9 @@
 //   arithmetic on the file's values), AVX2/FMA/F16C (row_gemv_supported());
 //   the kernel streams 2 bytes per bf16 or f16 weight where an f32 copy would
 //   stream 4. On AVX-512 CPUs too: an AVX-512 f32 variant was no faster, the
-//   weights' stream being the limit.
+//   weights' stream being the limit. For f32 rows and one row of x (decode),
+//   no load spans two cache lines: a scalar head brings each row to a
+//   32-byte boundary and x is read from a copy at the rows' offset.
 // - bf16: bf16 weights against x rounded to bf16, 32 products per vdpbf16ps,
 //   summed in f32, AVX512-BF16 (row_gemv_bf16_supported()): what oneDNN's
 //   bf16 matmul computes, at the weights' stream speed.

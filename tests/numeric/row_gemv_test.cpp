@@ -8,6 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -102,6 +104,51 @@ TEST_CASE("row_gemv equals a plain loop over shapes, dtypes, row counts and accu
                     CHECK(worst <= 1e-5 * std::sqrt(double(in)));
                 }
         }
+}
+
+TEST_CASE("f32 rows at every offset within a cache line, one row of x: the plain loop, the same bits for any thread count") {
+    // Decode over f32 rows reads them from a 32-byte boundary on with x moved
+    // to the rows' offset (a scalar head first): every offset a file's tensor
+    // can start at, a second part at another offset, x itself at each offset
+    // (used as it is where it matches the rows'), rows a whole number of 32
+    // bytes long or not (then the plain kernel), in short of, at and past
+    // one 32-wide step after the head, with and without accumulation.
+    if (!row_gemv_supported()) return;
+    for (const std::int64_t in : {8, 20, 32, 40, 64, 200}) {
+        const std::int64_t out_a = 37, out_b = 21;
+        const auto a_values = random_values(std::size_t(out_a * in), unsigned(in));
+        const auto b_values = random_values(std::size_t(out_b * in), unsigned(in) + 1);
+        // One buffer whose line-aligned start is known; the parts and x placed at chosen offsets in it.
+        std::vector<float> memory(std::size_t((out_a + out_b + 1) * in) + 64);
+        float* aligned = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(memory.data()) + 63) & ~std::uintptr_t(63));
+        const auto owner = std::make_shared<int>(0);
+        for (std::int64_t shift = 0; shift < 16; ++shift) {
+            CAPTURE(in);
+            CAPTURE(shift);
+            float* a_rows = aligned + shift;
+            float* b_rows = a_rows + out_a * in + (shift % 3);
+            float* x = b_rows + out_b * in + (shift % 5);
+            std::copy(a_values.begin(), a_values.end(), a_rows);
+            std::copy(b_values.begin(), b_values.end(), b_rows);
+            const auto x_values = random_values(std::size_t(in), unsigned(100 + shift));
+            std::copy(x_values.begin(), x_values.end(), x);
+            const std::vector<Tensor> parts = {
+                Tensor::view(DType::F32, {out_a, in}, reinterpret_cast<const std::byte*>(a_rows), owner),
+                Tensor::view(DType::F32, {out_b, in}, reinterpret_cast<const std::byte*>(b_rows), owner)};
+            const RowMatrix w(parts);
+            const bool accumulate = shift % 2 == 1;
+            const auto y0 = accumulate ? random_values(std::size_t(w.out()), unsigned(200 + shift)) : std::vector<float>(std::size_t(w.out()));
+            std::vector<float> one = y0, two = y0;
+            WorkPool pool_1(1), pool_2(2);
+            row_gemv(pool_1, {one.data(), w.out(), x, in, 1, accumulate}, w);
+            row_gemv(pool_2, {two.data(), w.out(), x, in, 1, accumulate}, w);
+            CHECK(one == two);
+            const auto expect = reference(parts, x_values, 1, in, w.out(), y0);
+            double worst = 0.0;
+            for (std::size_t o = 0; o < one.size(); ++o) worst = std::max(worst, std::abs(expect[o] - one[o]));
+            CHECK(worst <= 1e-5 * std::sqrt(double(in)));
+        }
+    }
 }
 
 TEST_CASE("row_gemv gives the same bits for any thread count") {
