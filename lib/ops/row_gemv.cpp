@@ -133,20 +133,10 @@ template <class W> HEADS_AVX2 void widen(const W* w, std::int64_t n, float* out)
 HEADS_AVX2 void dot_row_f32_whole_loads(const float* w, std::int64_t in, const float* x, float* y, bool accumulate) {
     const auto past = std::int64_t(reinterpret_cast<std::uintptr_t>(w) % 32);
     const std::int64_t head = std::min(in, (32 - past) % 32 / std::int64_t(sizeof(float)));
-    float scalar = 0.0f;
-    std::int64_t k = 0;
-    for (; k < head; ++k) scalar += w[k] * x[k];
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    for (; k + 32 <= in; k += 32) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
-    }
-    for (; k + 8 <= in; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
-    for (; k < in; ++k) scalar += w[k] * x[k];
-    const float sum = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + scalar;
-    *y = accumulate ? *y + sum : sum;
+    float sum = accumulate ? *y : 0.0f;
+    for (std::int64_t k = 0; k < head; ++k) sum += w[k] * x[k];
+    *y = sum;
+    dot_row<float, 1>(w + head, in - head, x + head, 0, y, 0, true);
 }
 
 // One row of x placed at each offset within 32 bytes at which a matrix's
